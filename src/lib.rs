@@ -13,6 +13,7 @@ pub mod http;
 pub mod inject;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod server;
 pub mod sink;

@@ -10,3 +10,4 @@
 
 pub mod chunked;
 pub mod head;
+pub mod response;

@@ -74,17 +74,24 @@ impl Histogram {
     #[inline]
     pub fn observe(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
         let c = &self.counts[i];
         c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_ns.store(self.sum_ns.load(Relaxed).wrapping_add(ns), Relaxed);
+        self.sum_ns
+            .store(self.sum_ns.load(Relaxed).wrapping_add(ns), Relaxed);
     }
 
     /// Records one observation from any thread.
     pub fn observe_shared(&self, d: Duration) {
         let secs = d.as_secs_f64();
-        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        let i = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
         self.counts[i].fetch_add(1, Relaxed);
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.sum_ns.fetch_add(ns, Relaxed);

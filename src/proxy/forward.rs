@@ -1,1 +1,673 @@
-//! (being written)
+//! Forwarding one request to the origin and its response back.
+//!
+//! The request head is rebuilt (hop-by-hop headers removed, `X-Forwarded-*`
+//! and `Via` added, framing normalised to exactly one of Content-Length or
+//! chunked); the body is streamed, never buffered whole. The response is
+//! streamed back with backpressure (each piece is written to the client
+//! before the next is read), re-framed for the client, and the origin
+//! connection goes back to the pool only after a complete response.
+//! Redirects go back to the client, never followed. Upgrades (WebSocket)
+//! become a byte tunnel once the origin answers 101, not before.
+
+use crate::debug;
+use crate::http::chunked::{write_chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
+use crate::http::head::{parse_response, Framing, Method, RequestHead, ResponseHead};
+use crate::http::response::{push_u64, Response};
+use crate::metrics::labels::{StatusClass, UpstreamError};
+use crate::net::Conn;
+use crate::proxy::hop::drop_header;
+use crate::server::cores::Core;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// What happens to the client connection after a forwarded request.
+pub enum Outcome {
+    KeepAlive,
+    Close,
+    /// The origin switched protocols: tunnel bytes between the two.
+    Upgrade(Conn),
+}
+
+/// The result of forwarding: the status the client got and what's next.
+pub struct Forwarded {
+    pub status: u16,
+    pub outcome: Outcome,
+}
+
+fn fail(status: u16) -> Response {
+    let body: &'static str = match status {
+        504 => "504 Gateway Timeout: the origin did not answer in time\n",
+        _ => "502 Bad Gateway: the origin could not be reached or answered badly\n",
+    };
+    Response::text(status, body).closing()
+}
+
+/// Why a response head could not be read from the origin.
+enum ReadErr {
+    /// The origin closed (or reset) before sending any byte of a response.
+    ClosedEarly,
+    Timeout,
+    Invalid,
+    Io,
+}
+
+/// Forwards `head` (its body still unread in `client`) to the origin.
+pub async fn forward(
+    core: &Core,
+    client: &mut Conn,
+    head: &RequestHead,
+    peer: IpAddr,
+) -> Forwarded {
+    let Some(up) = core.shared.upstream.as_deref() else {
+        return reply(
+            client,
+            Response::text(
+                502,
+                "502 Bad Gateway: no origin configured (FORWARD_DESTINATION)\n",
+            )
+            .closing(),
+            head,
+        )
+        .await;
+    };
+    let cfg = &core.shared.cfg;
+    let mut req = Vec::with_capacity(1024);
+    build_request_head(&mut req, core, head, peer);
+    let framing = head.framing();
+    let retryable = head.method().is_idempotent() && matches!(framing, Framing::None);
+
+    let mut attempt = 0;
+    let (mut origin, resp, started) = loop {
+        attempt += 1;
+        let (mut origin, reused) = match core.pool.take() {
+            Some(c) if attempt == 1 => (c, true),
+            _ => match core.pool.connect(up).await {
+                Ok(c) => (c, false),
+                Err(kind) => {
+                    core.metrics.upstream_error(kind);
+                    let status = if kind == UpstreamError::Timeout {
+                        504
+                    } else {
+                        502
+                    };
+                    return reply(client, fail(status), head).await;
+                }
+            },
+        };
+        let (res, back) = origin.write_all(req).await;
+        req = back;
+        if res.is_err() {
+            if reused && retryable {
+                continue;
+            }
+            core.metrics.upstream_error(UpstreamError::Io);
+            return reply(client, fail(502), head).await;
+        }
+        // We answer `Expect: 100-continue` ourselves (the header is not
+        // forwarded): the head is already at the origin, and the body
+        // follows as the client sends it.
+        if head.expect_continue() && !matches!(framing, Framing::None) {
+            let (res, _) = client
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+                .await;
+            if res.is_err() {
+                return Forwarded {
+                    status: 499,
+                    outcome: Outcome::Close,
+                };
+            }
+        }
+        let sent = match framing {
+            Framing::None | Framing::UntilClose => Ok(()),
+            Framing::Length(n) => {
+                copy_length(client, &mut origin, n, cfg.idle_timeout, false).await
+            }
+            Framing::Chunked => copy_chunked(client, &mut origin, cfg.idle_timeout, true).await,
+        };
+        match sent {
+            Ok(()) => {}
+            Err(Side::Source) => {
+                // The client stopped sending its body: nothing to answer.
+                return Forwarded {
+                    status: 400,
+                    outcome: Outcome::Close,
+                };
+            }
+            Err(Side::Sink) => {
+                core.metrics.upstream_error(UpstreamError::Io);
+                return reply(client, fail(502), head).await;
+            }
+            Err(Side::Framing) => {
+                let r = Response::text(400, "invalid chunked request body\n").closing();
+                return reply(client, r, head).await;
+            }
+        }
+        let started = Instant::now();
+        match read_response_head(&mut origin, head.method(), cfg.upstream_timeout).await {
+            Ok(resp) => break (origin, resp, started),
+            Err(ReadErr::ClosedEarly) if reused && retryable && attempt == 1 => {
+                debug!(
+                    "pooled origin connection was closed; retrying once",
+                    core = core.id
+                );
+                continue;
+            }
+            Err(e) => {
+                let (kind, status) = match e {
+                    ReadErr::Timeout => (UpstreamError::Timeout, 504),
+                    ReadErr::Invalid => (UpstreamError::BadResponse, 502),
+                    ReadErr::ClosedEarly => (UpstreamError::Closed, 502),
+                    ReadErr::Io => (UpstreamError::Io, 502),
+                };
+                core.metrics.upstream_error(kind);
+                return reply(client, fail(status), head).await;
+            }
+        }
+    };
+    let mut resp = resp;
+    // Interim responses: 103 Early Hints and others are forwarded; a 100
+    // was already sent by us; 101 only when the client asked to upgrade.
+    loop {
+        let status = resp.status();
+        if !(100..200).contains(&status) || status == 101 {
+            break;
+        }
+        if status != 100 {
+            let mut out = Vec::with_capacity(512);
+            write_response_head(&mut out, &resp, None, false);
+            let (res, _) = client.write_all(out).await;
+            if res.is_err() {
+                return Forwarded {
+                    status,
+                    outcome: Outcome::Close,
+                };
+            }
+        }
+        resp = match read_response_head(&mut origin, head.method(), cfg.upstream_timeout).await {
+            Ok(r) => r,
+            Err(_) => {
+                core.metrics.upstream_error(UpstreamError::BadResponse);
+                return Forwarded {
+                    status: 502,
+                    outcome: Outcome::Close,
+                };
+            }
+        };
+    }
+    let status = resp.status();
+    core.metrics.upstream_duration.observe(started.elapsed());
+    core.metrics.upstream_requests[StatusClass::of(status).index()].inc();
+
+    if status == 101 {
+        if !head.is_upgrade() {
+            core.metrics.upstream_error(UpstreamError::BadResponse);
+            return reply(client, fail(502), head).await;
+        }
+        let mut out = Vec::with_capacity(512);
+        write_response_head(&mut out, &resp, None, false);
+        let (res, _) = client.write_all(out).await;
+        if res.is_err() {
+            return Forwarded {
+                status,
+                outcome: Outcome::Close,
+            };
+        }
+        return Forwarded {
+            status,
+            outcome: Outcome::Upgrade(origin),
+        };
+    }
+
+    // Framing toward the client. HTTP/1.0 clients cannot take chunked.
+    let client_11 = head.version_minor() == 1;
+    let origin_framing = resp.framing();
+    let (out_framing, close_delimited) = match origin_framing {
+        Framing::None => (OutFraming::AsIs, false),
+        Framing::Length(n) => (OutFraming::Length(n), false),
+        Framing::Chunked | Framing::UntilClose if client_11 => (OutFraming::Chunked, false),
+        Framing::Chunked | Framing::UntilClose => (OutFraming::Close, true),
+    };
+    let mut keep_client = head.keep_alive() && !close_delimited && !core.draining();
+    let mut out = Vec::with_capacity(1024);
+    write_response_head(&mut out, &resp, Some(out_framing), !keep_client);
+    if head.version_minor() == 0 && keep_client {
+        // Already added by write_response_head.
+    }
+    if let Err(()) = client.send(&mut out).await.map_err(|_| ()) {
+        return Forwarded {
+            status,
+            outcome: Outcome::Close,
+        };
+    }
+    let reframe = out_framing == OutFraming::Chunked;
+    let copied = match origin_framing {
+        Framing::None => Ok(()),
+        Framing::Length(n) => {
+            copy_length(&mut origin, client, n, cfg.upstream_timeout, reframe).await
+        }
+        Framing::Chunked => copy_chunked(&mut origin, client, cfg.upstream_timeout, reframe).await,
+        Framing::UntilClose => {
+            copy_until_close(&mut origin, client, cfg.upstream_timeout, reframe).await
+        }
+    };
+    let origin_ok = match copied {
+        Ok(()) => true,
+        Err(Side::Sink) => {
+            // The client went away mid-response.
+            return Forwarded {
+                status,
+                outcome: Outcome::Close,
+            };
+        }
+        Err(Side::Source) | Err(Side::Framing) => {
+            // The origin closed mid-body or framed it badly: the client
+            // cannot tell the body is short unless we close.
+            core.metrics.upstream_error(UpstreamError::Closed);
+            keep_client = false;
+            false
+        }
+    };
+    if origin_ok && resp.keep_alive() && !matches!(origin_framing, Framing::UntilClose) {
+        core.pool.put(origin);
+    }
+    Forwarded {
+        status,
+        outcome: if keep_client {
+            Outcome::KeepAlive
+        } else {
+            Outcome::Close
+        },
+    }
+}
+
+/// Writes a locally made response (an error) to the client.
+async fn reply(client: &mut Conn, resp: Response, head: &RequestHead) -> Forwarded {
+    let mut out = Vec::with_capacity(256);
+    resp.write(&mut out, head.method() == Method::Head);
+    let _ = client.send(&mut out).await;
+    Forwarded {
+        status: resp.status,
+        outcome: Outcome::Close,
+    }
+}
+
+/// The request head sent to the origin.
+fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: IpAddr) {
+    let cfg = &core.shared.cfg;
+    let dest = core.shared.upstream.as_deref().map(|u| &u.dest);
+    out.extend_from_slice(head.method_bytes());
+    out.push(b' ');
+    let target = head.target();
+    if let Some(d) = dest {
+        if target != b"*" {
+            out.extend_from_slice(d.base_path.as_bytes());
+        }
+    }
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    let client_host = head.host().unwrap_or(b"");
+    match dest {
+        Some(d) if !cfg.preserve_host || client_host.is_empty() => {
+            out.extend_from_slice(d.authority.as_bytes())
+        }
+        _ => out.extend_from_slice(client_host),
+    }
+    out.extend_from_slice(b"\r\n");
+    let trusted_peer = cfg.trusted_proxies.is_trusted(peer);
+    let mut xff: Vec<u8> = Vec::new();
+    let mut via: Vec<u8> = Vec::new();
+    let mut proto: Option<&[u8]> = None;
+    let mut fwd_host: Option<&[u8]> = None;
+    for (name, value) in head.headers() {
+        if name.eq_ignore_ascii_case(b"host")
+            || name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"expect")
+            || drop_header(name, head.connection_tokens())
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            if !xff.is_empty() {
+                xff.extend_from_slice(b", ");
+            }
+            xff.extend_from_slice(value);
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"via") {
+            via.extend_from_slice(value);
+            via.extend_from_slice(b", ");
+            continue;
+        }
+        // Only a trusted proxy may tell the origin the scheme and host the
+        // client used; anyone else's claims are replaced.
+        if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
+            if trusted_peer && proto.is_none() {
+                proto = Some(value);
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"x-forwarded-host") {
+            if trusted_peer && fwd_host.is_none() {
+                fwd_host = Some(value);
+            }
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if !xff.is_empty() {
+        out.extend_from_slice(&xff);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(peer.to_string().as_bytes());
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    out.extend_from_slice(proto.unwrap_or(b"http"));
+    if let Some(h) = fwd_host.or(head.host()) {
+        out.extend_from_slice(b"\r\nX-Forwarded-Host: ");
+        out.extend_from_slice(h);
+    }
+    out.extend_from_slice(b"\r\nVia: ");
+    out.extend_from_slice(&via);
+    out.extend_from_slice(if head.version_minor() == 0 {
+        b"1.0 trackgate"
+    } else {
+        b"1.1 trackgate"
+    });
+    out.extend_from_slice(b"\r\n");
+    match head.framing() {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
+    if head.is_upgrade() {
+        if let Some(u) = head.header(b"upgrade") {
+            out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+            out.extend_from_slice(u);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body is framed toward the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutFraming {
+    /// No body (HEAD, 1xx, 204, 304): the origin's Content-Length, if any,
+    /// is forwarded as it is.
+    AsIs,
+    Length(u64),
+    Chunked,
+    /// Close-delimited (an HTTP/1.0 client and a body of unknown length).
+    Close,
+}
+
+fn write_response_head(
+    out: &mut Vec<u8>,
+    resp: &ResponseHead,
+    framing: Option<OutFraming>,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(resp.status()));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason());
+    out.extend_from_slice(b"\r\n");
+    let upgrade = resp.status() == 101;
+    for (name, value) in resp.headers() {
+        if upgrade
+            && (name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"connection"))
+        {
+            continue;
+        }
+        if drop_header(name, resp.connection_tokens()) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-length") && framing != Some(OutFraming::AsIs) {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if upgrade {
+        if let Some(u) = resp.header(b"upgrade") {
+            out.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+            out.extend_from_slice(u);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"Via: 1.1 trackgate\r\n");
+    match framing {
+        Some(OutFraming::Length(n)) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Some(OutFraming::Chunked) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {}
+    }
+    if close || framing == Some(OutFraming::Close) {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+async fn read_response_head(
+    origin: &mut Conn,
+    method: Method,
+    timeout: Duration,
+) -> Result<ResponseHead, ReadErr> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !origin.buf.is_empty() {
+            match parse_response(&origin.buf, method) {
+                Ok(Some(r)) => {
+                    origin.consume(r.head_len());
+                    return Ok(r);
+                }
+                Ok(None) => {}
+                Err(_) => return Err(ReadErr::Invalid),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, origin.read_more()).await {
+            Err(_) => return Err(ReadErr::Timeout),
+            Ok(Ok(0)) if origin.buf.is_empty() => return Err(ReadErr::ClosedEarly),
+            Ok(Ok(0)) => return Err(ReadErr::Invalid),
+            Ok(Ok(_)) => {}
+            Ok(Err(e))
+                if origin.buf.is_empty()
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                return Err(ReadErr::ClosedEarly)
+            }
+            Ok(Err(_)) => return Err(ReadErr::Io),
+        }
+    }
+}
+
+/// Which side of a copy failed.
+enum Side {
+    /// Reading failed or ended early.
+    Source,
+    /// Writing failed.
+    Sink,
+    /// The source's chunked framing is invalid.
+    Framing,
+}
+
+async fn fill(src: &mut Conn, timeout: Duration) -> Result<(), Side> {
+    match monoio::time::timeout(timeout, src.read_more()).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        _ => Err(Side::Source),
+    }
+}
+
+/// Writes `data` to `dst`, as one chunk when `chunked`.
+async fn emit(
+    dst: &mut Conn,
+    data: Vec<u8>,
+    chunked: bool,
+    scratch: &mut Vec<u8>,
+) -> Result<Vec<u8>, Side> {
+    if chunked {
+        if data.is_empty() {
+            return Ok(data);
+        }
+        scratch.clear();
+        write_chunk_header(scratch, data.len());
+        let (r, back) = dst.write_all(std::mem::take(scratch)).await;
+        *scratch = back;
+        r.map_err(|_| Side::Sink)?;
+    }
+    let (r, mut back) = dst.write_all(data).await;
+    r.map_err(|_| Side::Sink)?;
+    if chunked {
+        let (r, _) = dst.write_all(CHUNK_END.to_vec()).await;
+        r.map_err(|_| Side::Sink)?;
+    }
+    back.clear();
+    Ok(back)
+}
+
+/// Copies exactly `n` body bytes from `src` (its buffer first) to `dst`.
+async fn copy_length(
+    src: &mut Conn,
+    dst: &mut Conn,
+    mut n: u64,
+    timeout: Duration,
+    chunked_out: bool,
+) -> Result<(), Side> {
+    let mut spare: Vec<u8> = Vec::new();
+    let mut scratch = Vec::with_capacity(16);
+    while n > 0 {
+        if src.buf.is_empty() {
+            fill(src, timeout).await?;
+        }
+        let data = if (src.buf.len() as u64) <= n {
+            // Hand the whole buffer to the write: no copy.
+            std::mem::replace(&mut src.buf, std::mem::take(&mut spare))
+        } else {
+            let take = n as usize;
+            let mut d = std::mem::take(&mut spare);
+            d.extend_from_slice(&src.buf[..take]);
+            src.consume(take);
+            d
+        };
+        n -= data.len() as u64;
+        spare = emit(dst, data, chunked_out, &mut scratch).await?;
+    }
+    if chunked_out {
+        let (r, _) = dst.write_all(LAST_CHUNK.to_vec()).await;
+        r.map_err(|_| Side::Sink)?;
+    }
+    Ok(())
+}
+
+/// Decodes a chunked body from `src` and writes it to `dst`, re-chunked when
+/// `chunked_out` (trailers are dropped), raw otherwise.
+async fn copy_chunked(
+    src: &mut Conn,
+    dst: &mut Conn,
+    timeout: Duration,
+    chunked_out: bool,
+) -> Result<(), Side> {
+    let mut dec = ChunkedDecoder::new();
+    let mut data = Vec::with_capacity(crate::net::READ_CHUNK);
+    let mut scratch = Vec::with_capacity(16);
+    loop {
+        if !src.buf.is_empty() {
+            let used = dec.decode(&src.buf, &mut data).map_err(|_| Side::Framing)?;
+            src.consume(used);
+            if !data.is_empty() {
+                data = emit(dst, data, chunked_out, &mut scratch).await?;
+            }
+            if dec.is_done() {
+                if chunked_out {
+                    let (r, _) = dst.write_all(LAST_CHUNK.to_vec()).await;
+                    r.map_err(|_| Side::Sink)?;
+                }
+                return Ok(());
+            }
+        }
+        fill(src, timeout).await?;
+    }
+}
+
+/// Copies a close-delimited body until the origin closes.
+async fn copy_until_close(
+    src: &mut Conn,
+    dst: &mut Conn,
+    timeout: Duration,
+    chunked_out: bool,
+) -> Result<(), Side> {
+    let mut spare = Vec::new();
+    let mut scratch = Vec::with_capacity(16);
+    loop {
+        if !src.buf.is_empty() {
+            let data = std::mem::replace(&mut src.buf, std::mem::take(&mut spare));
+            spare = emit(dst, data, chunked_out, &mut scratch).await?;
+        }
+        match monoio::time::timeout(timeout, src.read_more()).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {}
+            _ => return Err(Side::Source),
+        }
+    }
+    if chunked_out {
+        let (r, _) = dst.write_all(LAST_CHUNK.to_vec()).await;
+        r.map_err(|_| Side::Sink)?;
+    }
+    Ok(())
+}
+
+/// Tunnels bytes both ways after a 101 until either side closes.
+pub async fn tunnel(mut client: Conn, mut origin: Conn) {
+    // Bytes that arrived early on either side go first.
+    if !client.buf.is_empty() {
+        let data = std::mem::take(&mut client.buf);
+        if origin.write_all(data).await.0.is_err() {
+            return;
+        }
+    }
+    if !origin.buf.is_empty() {
+        let data = std::mem::take(&mut origin.buf);
+        if client.write_all(data).await.0.is_err() {
+            return;
+        }
+    }
+    let (cr, cw) = client.stream.into_split();
+    let (or, ow) = origin.stream.into_split();
+    monoio::join!(pipe(cr, ow), pipe(or, cw));
+}
+
+async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(mut r: R, mut w: W) {
+    let mut buf = Vec::with_capacity(crate::net::READ_CHUNK);
+    loop {
+        let (res, b) = r.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let (res, mut b) = w.write_all(buf).await;
+        if res.is_err() {
+            break;
+        }
+        b.clear();
+        buf = b;
+    }
+    let _ = w.shutdown().await;
+}

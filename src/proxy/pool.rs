@@ -1,1 +1,110 @@
-//! (being written)
+//! One core's keep-alive connections to the origin. Last in, first out (the
+//! warmest connection is reused first); connections idle longer than
+//! `UPSTREAM_IDLE_TIMEOUT_S` are closed; at most `UPSTREAM_POOL_SIZE` kept.
+//! A connection goes back only after a complete response with no bytes
+//! after it and no `Connection: close` from the origin (the caller checks).
+
+use crate::config::Config;
+use crate::metrics::core::CoreMetrics;
+use crate::metrics::labels::UpstreamError;
+use crate::net::Conn;
+use crate::proxy::upstream::Upstream;
+use monoio::net::TcpStream;
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Per-core upstream pool (no locks: only its core touches it).
+pub struct Pool {
+    idle: RefCell<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+    metrics: Arc<CoreMetrics>,
+    /// The address list this core last read, with its generation.
+    addrs: RefCell<(u64, Arc<Vec<SocketAddr>>)>,
+    next: Cell<usize>,
+}
+
+impl Pool {
+    pub fn new(cfg: &Config, metrics: Arc<CoreMetrics>) -> Pool {
+        Pool {
+            idle: RefCell::new(Vec::new()),
+            max_idle: cfg.upstream_pool_size,
+            idle_timeout: cfg.upstream_idle_timeout,
+            connect_timeout: cfg.upstream_connect_timeout,
+            metrics,
+            addrs: RefCell::new((0, Arc::new(Vec::new()))),
+            next: Cell::new(0),
+        }
+    }
+
+    /// The most recently returned connection that has not idled too long.
+    pub fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle.borrow_mut();
+        let now = Instant::now();
+        // Drop expired connections from the cold end.
+        idle.retain(|i| now.duration_since(i.since) < self.idle_timeout);
+        let got = idle.pop().map(|i| i.conn);
+        self.metrics.upstream_pool_idle.set(idle.len() as i64);
+        got
+    }
+
+    /// Returns a connection after a complete exchange.
+    pub fn put(&self, mut conn: Conn) {
+        if self.max_idle == 0 || !conn.buf.is_empty() {
+            return;
+        }
+        conn.bytes_in = 0;
+        conn.bytes_out = 0;
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() >= self.max_idle {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        self.metrics.upstream_pool_idle.set(idle.len() as i64);
+    }
+
+    pub fn clear(&self) {
+        self.idle.borrow_mut().clear();
+        self.metrics.upstream_pool_idle.set(0);
+    }
+
+    /// Opens a new connection to the origin, trying its addresses in turn.
+    pub async fn connect(&self, up: &Upstream) -> Result<Conn, UpstreamError> {
+        let gen = up.generation();
+        if self.addrs.borrow().0 != gen {
+            *self.addrs.borrow_mut() = (gen, up.addrs());
+        }
+        let addrs = Arc::clone(&self.addrs.borrow().1);
+        if addrs.is_empty() {
+            return Err(UpstreamError::Dns);
+        }
+        let start = self.next.get();
+        self.next.set(start.wrapping_add(1));
+        let mut last = UpstreamError::Connect;
+        for i in 0..addrs.len() {
+            let addr = addrs[(start + i) % addrs.len()];
+            self.metrics.upstream_connects.inc();
+            match monoio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(Conn::new(stream));
+                }
+                Ok(Err(_)) => last = UpstreamError::Connect,
+                Err(_) => last = UpstreamError::Timeout,
+            }
+        }
+        up.refresh_soon();
+        Err(last)
+    }
+}

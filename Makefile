@@ -1,0 +1,40 @@
+# trackgate: the commands a newcomer needs.
+#   make demo   run the built-in demo site behind the proxy (no external services)
+#   make test   every test: format, lints, unit and end-to-end tests
+#   make bench  benchmarks (not part of make test)
+
+CARGO ?= cargo
+# External HTTP/1.1 test vectors beside the checkout, when present (CI has them).
+VECTORS ?= $(abspath ../shared/vectors)
+
+.PHONY: all build release demo test lint unit deps clean
+
+all: build
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+demo:
+	$(CARGO) run --release -- demo
+
+# Installs what the tests need that Cargo does not (nothing beyond a C
+# compiler and pkg-config yet); a no-op when already present.
+deps:
+	@command -v cc >/dev/null && command -v pkg-config >/dev/null || ./.ci/install-deps
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --lib --bins
+
+test: deps lint
+	@if [ -d "$(VECTORS)" ]; then echo "HTTP vectors: $(VECTORS)"; else echo "HTTP vectors: not found at $(VECTORS) (those tests say they were skipped)"; fi
+	TRACKGATE_VECTORS=$$( [ -d "$(VECTORS)" ] && echo "$(VECTORS)" ) $(CARGO) test --workspace
+
+clean:
+	$(CARGO) clean

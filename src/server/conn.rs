@@ -1,0 +1,262 @@
+//! One client connection: read a request head (with the idle and header
+//! deadlines), decide whether trackgate answers it (tracking endpoints,
+//! health) or the origin does (`proxy`), and loop while keep-alive holds.
+//!
+//! A locally answered request always has its body fully read (bounded by
+//! `MAX_BODY_BYTES`) or the connection is closed after the answer, so no byte
+//! of one request is ever taken as the start of the next.
+
+use super::cores::Core;
+use crate::debug;
+use crate::http::chunked::ChunkedDecoder;
+use crate::http::head::{parse_request, Framing, Method, RequestHead};
+use crate::http::response::Response;
+use crate::metrics::labels::Route;
+use crate::net::Conn;
+use crate::proxy::forward::{self, Outcome};
+use crate::track::client_ip::canonical;
+use crate::track::endpoints::Local;
+use monoio::buf::IoBufMut;
+use monoio::io::CancelableAsyncReadRent;
+use monoio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Why no request head could be read.
+enum HeadFailure {
+    /// The client closed, went idle past the timeout, or we are draining.
+    Gone,
+    /// The head is invalid or too large: answer with this status and close.
+    Invalid(u16, &'static str),
+}
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
+    core.open.set(core.open.get() + 1);
+    core.metrics.connections_open.add(1);
+    let peer_ip = canonical(peer.ip());
+    let mut conn = Conn::new(stream);
+    let mut out = Vec::with_capacity(4096);
+    let mut upgraded = None;
+    loop {
+        let head = match read_head(&core, &mut conn).await {
+            Ok(h) => h,
+            Err(HeadFailure::Gone) => break,
+            Err(HeadFailure::Invalid(status, why)) => {
+                let t0 = Instant::now();
+                Response::text(status, why).closing().write(&mut out, false);
+                let _ = conn.send(&mut out).await;
+                core.metrics.request(Route::Rejected, status, t0.elapsed());
+                break;
+            }
+        };
+        let t0 = Instant::now();
+        let keep = match core.tracker.route(&head) {
+            Some(local) => {
+                answer_locally(&core, &mut conn, &mut out, &head, local, peer_ip, t0).await
+            }
+            None => {
+                let f = forward::forward(&core, &mut conn, &head, peer_ip).await;
+                core.metrics.request(Route::Proxy, f.status, t0.elapsed());
+                match f.outcome {
+                    Outcome::KeepAlive => true,
+                    Outcome::Close => false,
+                    Outcome::Upgrade(origin) => {
+                        upgraded = Some(origin);
+                        false
+                    }
+                }
+            }
+        };
+        if !keep || core.draining() {
+            break;
+        }
+    }
+    core.metrics.bytes_received.add(conn.bytes_in);
+    core.metrics.bytes_sent.add(conn.bytes_out);
+    if let Some(origin) = upgraded {
+        forward::tunnel(conn, origin).await;
+    }
+    core.metrics.connections_open.add(-1);
+    core.open.set(core.open.get().saturating_sub(1));
+}
+
+/// Reads the next request head. Waiting for its first byte is bounded by
+/// `IDLE_TIMEOUT_S` (and cancelled when draining); from the first byte on,
+/// the whole head must arrive within `HEADER_TIMEOUT_S`.
+async fn read_head(core: &Core, conn: &mut Conn) -> Result<RequestHead, HeadFailure> {
+    let cfg = &core.shared.cfg;
+    let mut head_started: Option<Instant> = None;
+    loop {
+        if !conn.buf.is_empty() {
+            head_started.get_or_insert_with(Instant::now);
+            match parse_request(&conn.buf) {
+                Ok(Some(head)) => {
+                    conn.consume(head.head_len());
+                    return Ok(head);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(HeadFailure::Invalid(e.status(), e.reason())),
+            }
+        }
+        let n = match head_started {
+            None => {
+                if core.draining() {
+                    return Err(HeadFailure::Gone);
+                }
+                let handle = core.idle_cancel.borrow().handle();
+                match monoio::time::timeout(cfg.idle_timeout, read_cancelable(conn, handle)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return Err(HeadFailure::Gone),
+                }
+            }
+            Some(t) => {
+                let left = cfg.header_timeout.saturating_sub(t.elapsed());
+                if left.is_zero() {
+                    return Err(HeadFailure::Invalid(408, "request head took too long\n"));
+                }
+                match monoio::time::timeout(left, conn.read_more()).await {
+                    Ok(Ok(n)) => n,
+                    Ok(Err(_)) => return Err(HeadFailure::Gone),
+                    Err(_) => {
+                        return Err(HeadFailure::Invalid(408, "request head took too long\n"))
+                    }
+                }
+            }
+        };
+        if n == 0 {
+            return Err(HeadFailure::Gone);
+        }
+    }
+}
+
+/// A read that the core can cancel when draining starts.
+async fn read_cancelable(
+    conn: &mut Conn,
+    handle: monoio::io::CancelHandle,
+) -> std::io::Result<usize> {
+    if conn.buf.capacity() - conn.buf.len() < crate::net::READ_CHUNK / 2 {
+        conn.buf.reserve(crate::net::READ_CHUNK);
+    }
+    let buf = std::mem::take(&mut conn.buf);
+    let len = buf.len();
+    let (res, slice) = conn
+        .stream
+        .cancelable_read(buf.slice_mut(len..), handle)
+        .await;
+    conn.buf = slice.into_inner();
+    let n = res?;
+    conn.bytes_in += n as u64;
+    Ok(n)
+}
+
+/// Why a local request's body could not be read.
+pub enum BodyError {
+    /// Over `MAX_BODY_BYTES`: 413, then close.
+    TooLarge,
+    /// Invalid chunked framing: 400, then close.
+    Invalid,
+    /// The client went away or stalled.
+    Gone,
+}
+
+/// Reads a locally answered request's whole body, at most `limit` bytes.
+/// Sends `100 Continue` first when the client asked for it.
+pub async fn read_body(
+    core: &Core,
+    conn: &mut Conn,
+    head: &RequestHead,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let timeout = core.shared.cfg.idle_timeout;
+    match head.framing() {
+        Framing::None | Framing::UntilClose => Ok(Vec::new()),
+        Framing::Length(n) => {
+            if n > limit as u64 {
+                return Err(BodyError::TooLarge);
+            }
+            let n = n as usize;
+            if head.expect_continue() && conn.buf.len() < n {
+                send_continue(conn).await?;
+            }
+            while conn.buf.len() < n {
+                read_some(conn, timeout).await?;
+            }
+            let body = conn.buf[..n].to_vec();
+            conn.consume(n);
+            Ok(body)
+        }
+        Framing::Chunked => {
+            if head.expect_continue() && conn.buf.is_empty() {
+                send_continue(conn).await?;
+            }
+            let mut dec = ChunkedDecoder::new();
+            let mut body = Vec::new();
+            loop {
+                if !conn.buf.is_empty() {
+                    let used = dec
+                        .decode(&conn.buf, &mut body)
+                        .map_err(|_| BodyError::Invalid)?;
+                    conn.consume(used);
+                    if body.len() > limit {
+                        return Err(BodyError::TooLarge);
+                    }
+                    if dec.is_done() {
+                        return Ok(body);
+                    }
+                }
+                read_some(conn, timeout).await?;
+            }
+        }
+    }
+}
+
+async fn send_continue(conn: &mut Conn) -> Result<(), BodyError> {
+    let (res, _) = conn
+        .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
+        .await;
+    res.map_err(|_| BodyError::Gone)
+}
+
+async fn read_some(conn: &mut Conn, timeout: Duration) -> Result<(), BodyError> {
+    match monoio::time::timeout(timeout, conn.read_more()).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        _ => Err(BodyError::Gone),
+    }
+}
+
+/// Answers a tracking, token or health request. Returns whether the
+/// connection stays open.
+async fn answer_locally(
+    core: &Core,
+    conn: &mut Conn,
+    out: &mut Vec<u8>,
+    head: &RequestHead,
+    local: Local,
+    peer: IpAddr,
+    t0: Instant,
+) -> bool {
+    let limit = core.shared.cfg.max_body_bytes;
+    let resp = match read_body(core, conn, head, limit).await {
+        Ok(body) => core.tracker.answer(local, head, body, peer),
+        Err(BodyError::TooLarge) => {
+            Response::json(413, br#"{"error":"body too large"}"#.to_vec()).closing()
+        }
+        Err(BodyError::Invalid) => {
+            Response::json(400, br#"{"error":"invalid chunked body"}"#.to_vec()).closing()
+        }
+        Err(BodyError::Gone) => {
+            debug!("client left before its body arrived", core = core.id);
+            return false;
+        }
+    };
+    let close = resp.close || !head.keep_alive();
+    let mut resp = resp;
+    resp.close = close;
+    resp.write(out, head.method() == Method::Head);
+    let ok = conn.send(out).await.is_ok();
+    core.metrics
+        .request(local.route(), resp.status, t0.elapsed());
+    ok && !close
+}

@@ -1,0 +1,239 @@
+//! The cores: one thread per CPU, pinned with `core_affinity`, each running
+//! its own monoio runtime (io_uring, or epoll where io_uring is blocked, as
+//! Docker's default seccomp profile does) with its own `SO_REUSEPORT`
+//! listener, upstream pool, metrics and buffers. Nothing on the request path
+//! is shared between cores; the configuration is shared read-only.
+//!
+//! Because every core listens with `SO_REUSEPORT`, a new trackgate process can
+//! bind the same port beside an old one that is draining: start the new one,
+//! then send SIGTERM to the old one, and no connection is refused.
+
+use super::{conn, Shared, Started};
+use crate::metrics::core::CoreMetrics;
+use crate::proxy::pool::Pool;
+use crate::sink::SinkHandle;
+use crate::track::endpoints::Tracker;
+use crate::{debug, info, warn};
+use monoio::io::Canceller;
+use monoio::net::{ListenerOpts, TcpListener};
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// Everything one core owns.
+pub struct Core {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<CoreMetrics>,
+    /// The tracking endpoints (tokens, events) of this core.
+    pub tracker: Tracker,
+    /// This core's keep-alive connections to the origin.
+    pub pool: Pool,
+    /// Client connections open on this core.
+    pub open: Cell<usize>,
+    /// Cancels every idle keep-alive read when draining starts.
+    pub idle_cancel: RefCell<Canceller>,
+}
+
+impl Core {
+    pub fn draining(&self) -> bool {
+        self.shared.draining()
+    }
+}
+
+type Report = Result<(SocketAddr, &'static str), String>;
+
+/// Starts the cores. Core 0 binds first (so `SERVER_ADDR` with port 0 gets
+/// one concrete port) and the others bind the same address.
+pub fn start(shared: &Arc<Shared>, sinks: &SinkHandle) -> Result<Started, String> {
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    let n = match shared.cfg.cores {
+        Some(n) if !cpus.is_empty() && n > cpus.len() => {
+            return Err(format!(
+                "CORES={n} but only {} CPUs are in this process's affinity mask: set CORES to at most {}",
+                cpus.len(),
+                cpus.len()
+            ))
+        }
+        Some(n) => n,
+        None => cpus.len().max(1),
+    };
+    let mut addr = shared.cfg.server_addr;
+    let mut any = shared.cfg.server_addr_any;
+    let mut started = Started {
+        addr,
+        metrics: Vec::with_capacity(n),
+        threads: Vec::with_capacity(n),
+    };
+    for id in 0..n {
+        let (tx, rx) = mpsc::channel::<Report>();
+        let metrics = Arc::new(CoreMetrics::default());
+        let cpu = cpus.get(id).copied();
+        let shared2 = Arc::clone(shared);
+        let sinks2 = sinks.clone();
+        let metrics2 = Arc::clone(&metrics);
+        let thread = std::thread::Builder::new()
+            .name(format!("tg-core-{id}"))
+            .spawn(move || core_thread(id, cpu, shared2, sinks2, metrics2, addr, any, tx))
+            .map_err(|e| format!("cannot start core thread {id}: {e}"))?;
+        match rx.recv() {
+            Ok(Ok((bound, driver))) => {
+                if id == 0 {
+                    addr = bound;
+                    any = false;
+                    started.addr = bound;
+                }
+                started.metrics.push((metrics, driver));
+                started.threads.push(thread);
+            }
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(format!("core {id} stopped during start-up"));
+            }
+        }
+    }
+    Ok(started)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn core_thread(
+    id: usize,
+    cpu: Option<core_affinity::CoreId>,
+    shared: Arc<Shared>,
+    sinks: SinkHandle,
+    metrics: Arc<CoreMetrics>,
+    addr: SocketAddr,
+    any: bool,
+    report: mpsc::Sender<Report>,
+) -> usize {
+    let pinned = cpu.map(core_affinity::set_for_current).unwrap_or(false);
+    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(4096)
+        .build();
+    let mut rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = report.send(Err(format!("core {id}: cannot build the runtime: {e}")));
+            return 0;
+        }
+    };
+    let driver = match &rt {
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "epoll",
+    };
+    rt.block_on(async move {
+        let tracker = match Tracker::new(Arc::clone(&shared), sinks, Arc::clone(&metrics)) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = report.send(Err(format!("core {id}: {e}")));
+                return 0;
+            }
+        };
+        let core = Rc::new(Core {
+            id,
+            pool: Pool::new(&shared.cfg, Arc::clone(&metrics)),
+            shared,
+            metrics,
+            tracker,
+            open: Cell::new(0),
+            idle_cancel: RefCell::new(Canceller::new()),
+        });
+        let listener = match bind(addr, any) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = report.send(Err(format!(
+                    "core {id}: cannot listen on SERVER_ADDR {addr}: {e}"
+                )));
+                return 0;
+            }
+        };
+        let local = listener.local_addr().unwrap_or(addr);
+        let _ = report.send(Ok((local, driver)));
+        info!("core started", core = id, driver = driver, pinned = pinned);
+        if id == 0 && core.shared.cfg.test_mode {
+            let c = Rc::clone(&core);
+            monoio::spawn(async move {
+                monoio::time::sleep(Duration::from_secs(1)).await;
+                let n = c.tracker.emit_test_events();
+                info!("TEST_MODE: sample events sent", events = n);
+            });
+        }
+        accept_loop(&core, listener).await;
+        drain(&core).await
+    })
+}
+
+/// Binds the listener: `[::]` (dual stack) for "every interface", falling
+/// back to `0.0.0.0` where IPv6 is unavailable.
+fn bind(addr: SocketAddr, any: bool) -> std::io::Result<TcpListener> {
+    let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
+    match TcpListener::bind_with_config(addr, &opts) {
+        Ok(l) => Ok(l),
+        Err(e) if any => {
+            debug!("IPv6 bind failed, using IPv4", error = e);
+            TcpListener::bind_with_config(
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port()),
+                &opts,
+            )
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn wait_draining(core: &Core) {
+    while !core.draining() {
+        monoio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn accept_loop(core: &Rc<Core>, listener: TcpListener) {
+    loop {
+        monoio::select! {
+            _ = wait_draining(core) => break,
+            res = listener.accept() => match res {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    core.metrics.connections_accepted.inc();
+                    let c = Rc::clone(core);
+                    monoio::spawn(conn::serve(c, stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors (EMFILE/ENFILE) or memory:
+                    // back off instead of spinning; everything else is a
+                    // connection that died in the backlog.
+                    let backoff = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+                    if backoff {
+                        warn!("accept failed, backing off", core = core.id, error = e);
+                        monoio::time::sleep(Duration::from_millis(50)).await;
+                    } else {
+                        debug!("accept failed", core = core.id, error = e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// After the listener closed: wakes idle keep-alive connections (they close)
+/// and waits for requests in flight until `SHUTDOWN_TIMEOUT_S`. Returns the
+/// connections still open at the deadline.
+async fn drain(core: &Rc<Core>) -> usize {
+    let deadline = Instant::now() + core.shared.cfg.shutdown_timeout;
+    loop {
+        let old = core.idle_cancel.replace(Canceller::new());
+        old.cancel();
+        if core.open.get() == 0 || Instant::now() >= deadline {
+            break;
+        }
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    core.pool.clear();
+    core.open.get()
+}

@@ -1,0 +1,305 @@
+//! End-to-end: the real binary in front of origins written here. Every
+//! request reaches the origin unchanged (but for hop-by-hop headers and the
+//! forwarding headers), every response comes back byte for byte.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+fn body_of(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn response_bodies_come_back_byte_identical() {
+    for size in [0usize, 1024, 10 * 1024 * 1024] {
+        let body = body_of(size);
+        let origin = Origin::fixed(200, "application/octet-stream", body.clone());
+        let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+        let r = get(p.addr, "/file.bin");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body.len(), size);
+        assert!(r.body == body, "body of {size} bytes differs");
+        assert_eq!(r.header("content-length"), Some(size.to_string().as_str()));
+        assert_eq!(r.header("via"), Some("1.1 trackgate"));
+    }
+}
+
+#[test]
+fn request_bodies_reach_the_origin_byte_identical() {
+    let origin = Origin::fixed(201, "text/plain", b"made".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    for size in [0usize, 1024, 10 * 1024 * 1024] {
+        let body = body_of(size);
+        let mut c = Client::connect(p.addr);
+        let mut req = format!(
+            "PUT /upload HTTP/1.1\r\nHost: site.example\r\nContent-Length: {size}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        req.extend_from_slice(&body);
+        let r = c.request(&req);
+        assert_eq!(r.status, 201);
+        let seen = origin.requests().pop().expect("origin saw the request");
+        assert_eq!(seen.request_line(), "PUT /upload HTTP/1.1");
+        assert_eq!(seen.body.len(), size);
+        assert!(seen.body == body);
+        assert_eq!(seen.header("content-length"), Some(size.to_string()));
+    }
+}
+
+#[test]
+fn chunked_request_is_reframed_and_chunked_response_streams() {
+    let origin = Origin::start(|_req, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Origin: yes\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n");
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"POST /form HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nabcd\r\n3\r\nefg\r\n0\r\nTrailer-X: dropped\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "hello world");
+    assert_eq!(r.header("x-origin"), Some("yes"));
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.body, b"abcdefg");
+    assert_eq!(seen.header("transfer-encoding").as_deref(), Some("chunked"));
+    assert!(seen.header("content-length").is_none());
+    assert!(!seen.head.contains("Trailer-X"));
+}
+
+#[test]
+fn keep_alive_reuses_one_origin_connection() {
+    let origin = Origin::fixed(200, "text/plain", b"pong".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    for i in 0..10 {
+        let r = c.request(format!("GET /ping/{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "pong");
+    }
+    assert_eq!(origin.requests().len(), 10);
+    assert_eq!(
+        origin
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // Pipelined requests are answered in order.
+    c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(c.read_response("GET").expect("a").status, 200);
+    assert_eq!(c.read_response("GET").expect("b").status, 200);
+    let paths: Vec<String> = origin
+        .requests()
+        .iter()
+        .map(|s| s.request_line().to_string())
+        .collect();
+    assert_eq!(&paths[10..], ["GET /a HTTP/1.1", "GET /b HTTP/1.1"]);
+}
+
+#[test]
+fn forwarding_headers_and_hop_by_hop_rules() {
+    let origin = Origin::start(|_req, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: X-Internal\r\nX-Internal: secret\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok");
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &format!("{}/base", origin.url()))]);
+    let r = http(
+        p.addr,
+        b"GET /page?q=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Drop-Me, X-Forwarded-For\r\nX-Drop-Me: 1\r\nX-Forwarded-For: 198.51.100.7\r\nX-Forwarded-Proto: https\r\nTE: trailers\r\nProxy-Connection: keep-alive\r\nAccept: */*\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("x-internal").is_none(),
+        "origin's nominated header leaked"
+    );
+    assert!(r.header("keep-alive").is_none());
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.request_line(), "GET /base/page?q=1 HTTP/1.1");
+    assert_eq!(seen.header("host").as_deref(), Some("shop.example"));
+    assert!(seen.header("x-drop-me").is_none());
+    assert!(seen.header("te").is_none());
+    assert!(seen.header("proxy-connection").is_none());
+    assert!(seen.header("connection").is_none());
+    // The client cannot nominate our own header away; its claim is kept and
+    // the real peer appended.
+    assert_eq!(
+        seen.header("x-forwarded-for").as_deref(),
+        Some("198.51.100.7, 127.0.0.1")
+    );
+    // An untrusted client's X-Forwarded-Proto is replaced.
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        seen.header("x-forwarded-host").as_deref(),
+        Some("shop.example")
+    );
+    assert_eq!(seen.header("via").as_deref(), Some("1.1 trackgate"));
+    assert_eq!(seen.header("accept").as_deref(), Some("*/*"));
+}
+
+#[test]
+fn redirects_go_back_to_the_client() {
+    let origin = Origin::start(|_req, s| {
+        let _ =
+            s.write_all(b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n");
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let r = get(p.addr, "/old");
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/elsewhere"));
+    assert_eq!(origin.requests().len(), 1);
+}
+
+#[test]
+fn origin_down_is_502_and_slow_origin_is_504() {
+    // A port with nothing listening.
+    let dead = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let p = Proc::start(&[("FORWARD_DESTINATION", &format!("http://{dead_addr}"))]);
+    let r = get(p.addr, "/");
+    assert_eq!(r.status, 502);
+    assert!(r.text().contains("Bad Gateway"));
+    drop(p);
+
+    let slow = Origin::start(|_req, _s| {
+        std::thread::sleep(Duration::from_secs(3));
+        false
+    });
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &slow.url()),
+        ("UPSTREAM_TIMEOUT_S", "1"),
+    ]);
+    let t0 = Instant::now();
+    let r = get(p.addr, "/slow");
+    assert_eq!(r.status, 504);
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "504 came only after the origin gave up"
+    );
+}
+
+#[test]
+fn stale_pooled_connection_is_retried_for_idempotent_requests() {
+    // The origin answers, then closes every connection without saying so.
+    let origin = Origin::start(|_req, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        std::thread::sleep(Duration::from_millis(50));
+        false
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    for _ in 0..3 {
+        let r = c.request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+#[test]
+fn upgrade_tunnels_only_after_101() {
+    // An echo "websocket" origin.
+    let origin = Origin::start(|req, s| {
+        if req.header("upgrade").as_deref() == Some("websocket") {
+            let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain");
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    let r = c.read_response("GET").expect("101");
+    assert_eq!(r.status, 101);
+    c.send(b"frame-bytes");
+    let mut got = [0u8; 11];
+    c.stream.read_exact(&mut got).expect("echo");
+    assert_eq!(&got, b"frame-bytes");
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.header("upgrade").as_deref(), Some("websocket"));
+}
+
+#[test]
+fn http10_client_gets_close_delimited_body() {
+    let origin = Origin::start(|_req, s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET / HTTP/1.0\r\n\r\n");
+    let r = c.read_response("GET").expect("resp");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "abc");
+    assert!(r.header("transfer-encoding").is_none());
+}
+
+#[test]
+fn head_and_304_have_no_body_but_keep_content_length() {
+    let origin = Origin::start(|req, s| {
+        if req.request_line().starts_with("HEAD") {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
+        } else {
+            let _ = s.write_all(b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n");
+        }
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"HEAD /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some("1234"));
+    let r = c.request(b"GET /big HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"v1\"\r\n\r\n");
+    assert_eq!(r.status, 304);
+    // The connection is still usable: nothing was left unread.
+    let r = c.request(b"HEAD /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn ambiguous_framing_is_refused_and_the_connection_closed() {
+    let origin = Origin::fixed(200, "text/plain", b"x".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 400);
+    assert!(c.is_closed());
+    assert!(
+        origin.requests().is_empty(),
+        "the origin saw {:?}",
+        origin.requests()
+    );
+}
+
+#[test]
+fn oversized_head_is_431() {
+    let origin = Origin::fixed(200, "text/plain", b"x".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let big = "a".repeat(20 * 1024);
+    let r = http(
+        p.addr,
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 431);
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..120 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(http(p.addr, many.as_bytes()).status, 431);
+    assert!(origin.requests().is_empty());
+}
