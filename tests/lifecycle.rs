@@ -245,3 +245,63 @@ fn demo_serves_the_site_and_records_events() {
     // The generated secret is mentioned, never printed.
     assert!(p.logs().contains("HMAC_SECRET"));
 }
+
+#[test]
+fn a_second_process_binds_the_same_port_and_takes_over() {
+    let origin = Origin::fixed(200, "text/plain", b"hi".to_vec());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let env = [
+        ("FORWARD_DESTINATION", origin.url()),
+        ("SERVER_ADDR", addr.clone()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let old = Proc::start(&env);
+    let new = Proc::start(&env);
+    assert_eq!(old.addr, new.addr);
+    for _ in 0..20 {
+        assert_eq!(get(new.addr, "/").status, 200);
+    }
+    assert_eq!(old.stop(), 0);
+    for _ in 0..20 {
+        assert_eq!(get(new.addr, "/").status, 200);
+    }
+}
+
+#[test]
+fn epoll_fallback_when_io_uring_is_unavailable() {
+    // monoio's switch to force its legacy (epoll) driver stands in for a
+    // seccomp profile that blocks io_uring.
+    let origin = Origin::fixed(200, "text/plain", b"hi".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("MONOIO_FORCE_LEGACY_DRIVER", "1"),
+    ]);
+    assert!(p.logs().contains("\"driver\":\"epoll\""), "{}", p.logs());
+    assert_eq!(get(p.addr, "/").text(), "hi");
+    assert_eq!(get(p.addr, "/px.gif").status, 200);
+    assert_eq!(p.wait_events(1).len(), 1);
+}
+
+#[test]
+fn destination_by_host_name() {
+    let origin = Origin::fixed(200, "text/plain", b"named".to_vec());
+    let p = Proc::start(&[(
+        "FORWARD_DESTINATION",
+        &format!("http://localhost:{}", origin.addr.port()),
+    )]);
+    assert_eq!(get(p.addr, "/").text(), "named");
+    let (code, _, err) = run_once(
+        &[],
+        &[
+            ("FORWARD_DESTINATION", "http://no-such-host.invalid:80"),
+            ("HMAC_SECRET", SECRET),
+            ("SERVER_ADDR", "127.0.0.1:0"),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("FORWARD_DESTINATION"), "{err}");
+}

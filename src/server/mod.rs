@@ -226,7 +226,7 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
     if let Some(m) = metrics_server {
         m.shutdown();
     }
-    info!("stopped", report = format!("{report:?}"));
+    info!("stopped", sinks = report);
     0
 }
 
