@@ -9,6 +9,7 @@
 //! then send SIGTERM to the old one, and no connection is refused.
 
 use super::{conn, Shared, Started};
+use crate::config::ConfigError;
 use crate::metrics::core::CoreMetrics;
 use crate::proxy::pool::Pool;
 use crate::sink::SinkHandle;
@@ -45,21 +46,34 @@ impl Core {
 
 type Report = Result<(SocketAddr, &'static str), String>;
 
+/// The CPUs the cores run on: the first `CORES` of the process's affinity
+/// mask (all of them by default). `None` where the mask cannot be read (the
+/// core then runs unpinned).
+pub fn plan(
+    cfg: &crate::config::Config,
+) -> Result<Vec<Option<core_affinity::CoreId>>, ConfigError> {
+    let cpus = core_affinity::get_core_ids().unwrap_or_default();
+    match cfg.cores {
+        Some(n) if !cpus.is_empty() && n > cpus.len() => Err(ConfigError {
+            var: "CORES",
+            given: format!("\"{n}\""),
+            expected: format!(
+                "at most {} (the CPUs in this process's affinity mask)",
+                cpus.len()
+            ),
+        }),
+        Some(n) if cpus.is_empty() => Ok(vec![None; n]),
+        Some(n) => Ok(cpus[..n].iter().copied().map(Some).collect()),
+        None if cpus.is_empty() => Ok(vec![None]),
+        None => Ok(cpus.into_iter().map(Some).collect()),
+    }
+}
+
 /// Starts the cores. Core 0 binds first (so `SERVER_ADDR` with port 0 gets
 /// one concrete port) and the others bind the same address.
 pub fn start(shared: &Arc<Shared>, sinks: &SinkHandle) -> Result<Started, String> {
-    let cpus = core_affinity::get_core_ids().unwrap_or_default();
-    let n = match shared.cfg.cores {
-        Some(n) if !cpus.is_empty() && n > cpus.len() => {
-            return Err(format!(
-                "CORES={n} but only {} CPUs are in this process's affinity mask: set CORES to at most {}",
-                cpus.len(),
-                cpus.len()
-            ))
-        }
-        Some(n) => n,
-        None => cpus.len().max(1),
-    };
+    let cpus = plan(&shared.cfg).map_err(|e| e.to_string())?;
+    let n = cpus.len();
     let mut addr = shared.cfg.server_addr;
     let mut any = shared.cfg.server_addr_any;
     let mut started = Started {
@@ -70,7 +84,7 @@ pub fn start(shared: &Arc<Shared>, sinks: &SinkHandle) -> Result<Started, String
     for id in 0..n {
         let (tx, rx) = mpsc::channel::<Report>();
         let metrics = Arc::new(CoreMetrics::default());
-        let cpu = cpus.get(id).copied();
+        let cpu = cpus[id];
         let shared2 = Arc::clone(shared);
         let sinks2 = sinks.clone();
         let metrics2 = Arc::clone(&metrics);

@@ -67,6 +67,10 @@ fn raise_nofile() -> Option<u64> {
 /// Runs the proxy until SIGTERM/SIGINT. Returns the process exit code.
 /// `on_listening` is called with the bound address once every core listens.
 pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
+    if let Err(e) = cores::plan(&cfg) {
+        eprintln!("trackgate: configuration error: {e}");
+        return 2;
+    }
     for w in &cfg.warnings {
         warn!("configuration warning", detail = w);
     }
@@ -83,13 +87,6 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
         }
     };
 
-    if let Some(o) = cfg.outputs.iter().find(|o| **o != Output::Log) {
-        error!(
-            "OUTPUTS names a sink that is not in this build yet (kafka and postgres arrive with the sinks issue); use OUTPUTS=log",
-            sink = format!("{o:?}").to_lowercase()
-        );
-        return 2;
-    }
     let sink_cfg = SinkConfig {
         outputs: cfg
             .outputs
