@@ -81,10 +81,9 @@ pub fn start(shared: &Arc<Shared>, sinks: &SinkHandle) -> Result<Started, String
         metrics: Vec::with_capacity(n),
         threads: Vec::with_capacity(n),
     };
-    for id in 0..n {
+    for (id, cpu) in cpus.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel::<Report>();
         let metrics = Arc::new(CoreMetrics::default());
-        let cpu = cpus[id];
         let shared2 = Arc::clone(shared);
         let sinks2 = sinks.clone();
         let metrics2 = Arc::clone(&metrics);
