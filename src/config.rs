@@ -8,6 +8,8 @@
 //! expected, and the binary exits with code 2.
 
 use crate::logging::{Format as LogFormat, Level as LogLevel};
+pub use crate::sink::log::{Fsync, LogTarget};
+pub use crate::sink::Output;
 use crate::track::client_ip::TrustedProxies;
 use crate::track::ipmode::{derive_ip_hash_secret, IpMode};
 use std::fmt;
@@ -252,29 +254,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Where the NDJSON events go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogTarget {
-    File(PathBuf),
-    Stdout,
-}
-
-/// When the log sink calls fsync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fsync {
-    Interval,
-    Always,
-    Never,
-}
-
-/// A sink named in `OUTPUTS`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Output {
-    Log,
-    Kafka,
-    Postgres,
-}
-
 /// The origin named by `FORWARD_DESTINATION`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -512,12 +491,9 @@ pub fn parse_destination(raw: &str) -> Result<Destination, ConfigError> {
 fn parse_outputs(raw: &str) -> Result<Vec<Output>, ConfigError> {
     let mut out = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let o = match part.to_ascii_lowercase().as_str() {
-            "log" => Output::Log,
-            "kafka" => Output::Kafka,
-            "postgres" | "postgresql" => Output::Postgres,
-            _ => return Err(err("OUTPUTS", raw, "a comma list of log, kafka, postgres")),
-        };
+        let o: Output = part
+            .parse()
+            .map_err(|_| err("OUTPUTS", raw, "a comma list of log, kafka, postgres"))?;
         if !out.contains(&o) {
             out.push(o);
         }

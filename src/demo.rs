@@ -1464,29 +1464,7 @@ fn form_decode(input: &[u8]) -> Vec<(String, String)> {
 }
 
 fn percent_decode(input: &[u8]) -> String {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        let escaped = match (input[i], input.get(i + 1), input.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) => hex_val(h).zip(hex_val(l)).map(|(h, l)| h << 4 | l),
-            _ => None,
-        };
-        match (escaped, input[i]) {
-            (Some(byte), _) => {
-                out.push(byte);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&crate::track::pixel::percent_decode(input)).into_owned()
 }
 
 #[cfg(test)]

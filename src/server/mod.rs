@@ -10,7 +10,7 @@ pub mod conn;
 pub mod cores;
 pub mod signals;
 
-use crate::config::{Config, LogTarget, Output};
+use crate::config::Config;
 use crate::metrics::core::CoreMetrics;
 use crate::metrics::Registry;
 use crate::proxy::upstream::Upstream;
@@ -88,29 +88,14 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
     };
 
     let sink_cfg = SinkConfig {
-        outputs: cfg
-            .outputs
-            .iter()
-            .map(|o| match o {
-                Output::Log => sink::Output::Log,
-                Output::Kafka => sink::Output::Kafka,
-                Output::Postgres => sink::Output::Postgres,
-            })
-            .collect(),
+        outputs: cfg.outputs.clone(),
         queue_capacity: cfg.queue_capacity,
         log: sink::log::LogConfig {
-            path: match &cfg.log_path {
-                LogTarget::Stdout => sink::log::LogTarget::Stdout,
-                LogTarget::File(p) => sink::log::LogTarget::File(p.clone()),
-            },
+            path: cfg.log_path.clone(),
             rotate_bytes: cfg.log_rotate_bytes,
             backups: cfg.log_backups,
             max_age_days: cfg.log_max_age_days,
-            fsync: match cfg.log_fsync {
-                crate::config::Fsync::Interval => sink::log::Fsync::Interval,
-                crate::config::Fsync::Always => sink::log::Fsync::Always,
-                crate::config::Fsync::Never => sink::log::Fsync::Never,
-            },
+            fsync: cfg.log_fsync,
             flush_interval: cfg.flush_interval,
             batch_size: cfg.batch_size,
         },
