@@ -33,197 +33,51 @@ const fn v(name: &'static str, default: &'static str, help: &'static str) -> Var
 }
 
 /// Every variable trackgate reads, in the order `--help` lists them.
+#[rustfmt::skip]
 pub const VARS: &[Var] = &[
-    v(
-        "SERVER_ADDR",
-        ":19890",
-        "listen address; \":PORT\" means every interface (IPv6 and IPv4)",
-    ),
-    v(
-        "FORWARD_DESTINATION",
-        "",
-        "origin, http://host:port[/base] (required for serve unless TEST_MODE)",
-    ),
-    v(
-        "PRESERVE_HOST",
-        "true",
-        "send the client's Host to the origin (false: the origin's host)",
-    ),
-    v(
-        "HMAC_SECRET",
-        "",
-        "secret for tg1 tokens, at least 16 bytes (required for serve)",
-    ),
-    v(
-        "HMAC_SECRET_PREVIOUS",
-        "",
-        "previous secret, still accepted when verifying (rotation)",
-    ),
+    v("SERVER_ADDR", ":19890", "listen address; \":PORT\" means every interface (IPv6 and IPv4)"),
+    v("FORWARD_DESTINATION", "", "origin, http://host:port[/base] (required for serve unless TEST_MODE)"),
+    v("PRESERVE_HOST", "true", "send the client's Host to the origin (false: the origin's host)"),
+    v("HMAC_SECRET", "", "secret for tg1 tokens, at least 16 bytes (required for serve)"),
+    v("HMAC_SECRET_PREVIOUS", "", "previous secret, still accepted when verifying (rotation)"),
     v("TOKEN_TTL_S", "1800", "lifetime of a tg1 token in seconds"),
-    v(
-        "OUTPUTS",
-        "log",
-        "comma list of sinks: log (kafka, postgres: not in this build yet)",
-    ),
-    v(
-        "LOG_PATH",
-        "./events.ndjson",
-        "NDJSON event file, or \"stdout\"",
-    ),
-    v(
-        "LOG_ROTATE_MB",
-        "100",
-        "rotate the event file at this size (0 = never)",
-    ),
-    v(
-        "LOG_BACKUPS",
-        "10",
-        "rotated files kept (events.ndjson.1 ...)",
-    ),
-    v(
-        "LOG_MAX_AGE_DAYS",
-        "0",
-        "delete rotated files older than this (0 = off)",
-    ),
+    v("OUTPUTS", "log", "comma list of sinks: log (kafka, postgres: not in this build yet)"),
+    v("LOG_PATH", "./events.ndjson", "NDJSON event file, or \"stdout\""),
+    v("LOG_ROTATE_MB", "100", "rotate the event file at this size (0 = never)"),
+    v("LOG_BACKUPS", "10", "rotated files kept (events.ndjson.1 ...)"),
+    v("LOG_MAX_AGE_DAYS", "0", "delete rotated files older than this (0 = off)"),
     v("LOG_FSYNC", "interval", "interval | always | never"),
-    v(
-        "BATCH_SIZE",
-        "100",
-        "events buffered before the log sink writes",
-    ),
-    v(
-        "FLUSH_INTERVAL_MS",
-        "250",
-        "the log sink writes (and fsyncs, with interval) at least this often",
-    ),
-    v(
-        "QUEUE_CAPACITY",
-        "65536",
-        "batches each sink queue holds before requests are refused",
-    ),
-    v(
-        "CORES",
-        "",
-        "number of cores to run on: the first N CPUs of the affinity mask (default all)",
-    ),
-    v(
-        "TRUST_PROXY",
-        "false",
-        "take the client IP from X-Forwarded-For when the peer is trusted",
-    ),
-    v(
-        "TRUSTED_PROXIES",
-        "",
-        "CIDR list of trusted proxies (default with TRUST_PROXY: loopback and private ranges)",
-    ),
-    v(
-        "MAX_BODY_BYTES",
-        "1048576",
-        "largest collect body accepted (413 above)",
-    ),
-    v(
-        "MAX_BATCH_EVENTS",
-        "100",
-        "most events in one collect body (413 above)",
-    ),
-    v(
-        "TRACK_PREFIX",
-        "",
-        "path prefix for every tracking endpoint, e.g. /_t",
-    ),
-    v(
-        "CORS_ORIGINS",
-        "",
-        "comma list of origins allowed to call the tracking endpoints (* for any)",
-    ),
+    v("BATCH_SIZE", "100", "events buffered before the log sink writes"),
+    v("FLUSH_INTERVAL_MS", "250", "the log sink writes (and fsyncs, with interval) at least this often"),
+    v("QUEUE_CAPACITY", "65536", "batches each sink queue holds before requests are refused"),
+    v("CORES", "", "number of cores to run on: the first N CPUs of the affinity mask (default all)"),
+    v("TRUST_PROXY", "false", "take the client IP from X-Forwarded-For when the peer is trusted"),
+    v("TRUSTED_PROXIES", "", "CIDR list of trusted proxies (default with TRUST_PROXY: loopback and private ranges)"),
+    v("MAX_BODY_BYTES", "1048576", "largest collect body accepted (413 above)"),
+    v("MAX_BATCH_EVENTS", "100", "most events in one collect body (413 above)"),
+    v("TRACK_PREFIX", "", "path prefix for every tracking endpoint, e.g. /_t"),
+    v("CORS_ORIGINS", "", "comma list of origins allowed to call the tracking endpoints (* for any)"),
     v("COOKIE_NAME", "_tg_sid", "session cookie name"),
     v("COOKIE_DOMAIN", "", "session cookie Domain attribute"),
-    v(
-        "COOKIE_MODE",
-        "on",
-        "on | off: issue a session cookie from /px.gif",
-    ),
-    v(
-        "IP_MODE",
-        "full",
-        "full | truncate | hash | none: what the event's ip field holds",
-    ),
-    v(
-        "IP_HASH_SECRET",
-        "",
-        "key of the daily ip_hash (default derived from HMAC_SECRET)",
-    ),
-    v(
-        "TEST_MODE",
-        "false",
-        "emit 5 sample events about a second after start",
-    ),
-    v(
-        "METRICS_ENABLED",
-        "false",
-        "serve Prometheus metrics on METRICS_ADDR",
-    ),
-    v(
-        "METRICS_ADDR",
-        "127.0.0.1:9090",
-        "metrics listen address (never the public port)",
-    ),
+    v("COOKIE_MODE", "on", "on | off: issue a session cookie from /px.gif"),
+    v("IP_MODE", "full", "full | truncate | hash | none: what the event's ip field holds"),
+    v("IP_HASH_SECRET", "", "key of the daily ip_hash (default derived from HMAC_SECRET)"),
+    v("TEST_MODE", "false", "emit 5 sample events about a second after start"),
+    v("METRICS_ENABLED", "false", "serve Prometheus metrics on METRICS_ADDR"),
+    v("METRICS_ADDR", "127.0.0.1:9090", "metrics listen address (never the public port)"),
     v("LOG_LEVEL", "info", "error | warn | info | debug"),
-    v(
-        "LOG_FORMAT",
-        "json",
-        "json | text (operator logs on stderr)",
-    ),
-    v(
-        "UPSTREAM_CONNECT_TIMEOUT_MS",
-        "3000",
-        "origin connect timeout (502 after)",
-    ),
-    v(
-        "UPSTREAM_TIMEOUT_S",
-        "30",
-        "wait for the origin's response head and between body reads (504 after)",
-    ),
-    v(
-        "UPSTREAM_IDLE_TIMEOUT_S",
-        "30",
-        "close pooled origin connections idle this long",
-    ),
-    v(
-        "UPSTREAM_POOL_SIZE",
-        "64",
-        "idle origin connections kept per core",
-    ),
-    v(
-        "UPSTREAM_DNS_TTL_S",
-        "30",
-        "re-resolve the origin's host name this often",
-    ),
-    v(
-        "HEADER_TIMEOUT_S",
-        "10",
-        "deadline for a client's whole request head",
-    ),
-    v(
-        "IDLE_TIMEOUT_S",
-        "60",
-        "close idle keep-alive client connections after this",
-    ),
-    v(
-        "SHUTDOWN_TIMEOUT_S",
-        "10",
-        "on SIGTERM: deadline for requests in flight and for sinks to drain",
-    ),
-    v(
-        "ENABLE_HTTPS",
-        "false",
-        "TLS termination (not in this build: arrives with the TLS issue)",
-    ),
-    v(
-        "WORKER_CONCURRENCY",
-        "",
-        "GoTrack's setting, ignored with a warning: use CORES",
-    ),
+    v("LOG_FORMAT", "json", "json | text (operator logs on stderr)"),
+    v("UPSTREAM_CONNECT_TIMEOUT_MS", "3000", "origin connect timeout (502 after)"),
+    v("UPSTREAM_TIMEOUT_S", "30", "wait for the origin's response head and between body reads (504 after)"),
+    v("UPSTREAM_IDLE_TIMEOUT_S", "30", "close pooled origin connections idle this long"),
+    v("UPSTREAM_POOL_SIZE", "64", "idle origin connections kept per core"),
+    v("UPSTREAM_DNS_TTL_S", "30", "re-resolve the origin's host name this often"),
+    v("HEADER_TIMEOUT_S", "10", "deadline for a client's whole request head"),
+    v("IDLE_TIMEOUT_S", "60", "close idle keep-alive client connections after this; also bounds each read of a request body and each write to a client"),
+    v("TUNNEL_IDLE_TIMEOUT_S", "300", "close an upgraded (WebSocket) connection when no byte moved in one direction for this long"),
+    v("SHUTDOWN_TIMEOUT_S", "10", "on SIGTERM: deadline for requests in flight and for sinks to drain"),
+    v("ENABLE_HTTPS", "false", "TLS termination (not in this build: arrives with the TLS issue)"),
+    v("WORKER_CONCURRENCY", "", "GoTrack's setting, ignored with a warning: use CORES"),
 ];
 
 /// Which command reads the configuration (they differ in what is required).
@@ -312,6 +166,7 @@ pub struct Config {
     pub upstream_dns_ttl: Duration,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
+    pub tunnel_idle_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Warnings to log once logging is set up (e.g. WORKER_CONCURRENCY).
     pub warnings: Vec<String>,
@@ -332,6 +187,8 @@ impl fmt::Debug for Config {
 }
 
 const MIN_SECRET_BYTES: usize = 16;
+/// The longest timeout or interval accepted: one day.
+const MAX_SECS: u64 = 86_400;
 
 /// Reads variables through `get` (the environment in production, a map in
 /// tests) and applies defaults.
@@ -380,12 +237,31 @@ impl Reader<'_> {
         }
     }
 
+    /// A duration in whole seconds, 1 s to one day (deadlines are added to
+    /// clock readings: no value may overflow them).
     fn secs(&self, name: &'static str) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_secs(self.parse::<u64>(
-            name,
-            "a whole number of seconds, at least 1",
-            Some(1),
-        )?))
+        let v = self.parse::<u64>(name, "whole seconds, from 1 to 86400", Some(1))?;
+        if v > MAX_SECS {
+            return Err(err(
+                name,
+                &self.string(name),
+                "whole seconds, from 1 to 86400",
+            ));
+        }
+        Ok(Duration::from_secs(v))
+    }
+
+    /// A duration in milliseconds, 1 ms to one day.
+    fn millis(&self, name: &'static str) -> Result<Duration, ConfigError> {
+        let v = self.parse::<u64>(name, "milliseconds, from 1 to 86400000", Some(1))?;
+        if v > MAX_SECS * 1000 {
+            return Err(err(
+                name,
+                &self.string(name),
+                "milliseconds, from 1 to 86400000",
+            ));
+        }
+        Ok(Duration::from_millis(v))
     }
 }
 
@@ -470,6 +346,37 @@ pub fn parse_destination(raw: &str) -> Result<Destination, ConfigError> {
         return Err(err(VAR, raw, expected));
     }
     let base_path = path.trim_end_matches('/').to_string();
+    let path_ok = base_path.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'/' | b'-'
+                    | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+            )
+    });
+    if !path_ok {
+        return Err(err(
+            VAR,
+            raw,
+            "a base path of URL path characters (percent-encode anything else)",
+        ));
+    }
     let host_part = if host.contains(':') {
         format!("[{host}]")
     } else {
@@ -714,13 +621,6 @@ impl Config {
                 .map_err(|_| err("LOG_FORMAT", &raw, "json or text"))?
         };
 
-        let flush_ms: u64 = r.parse("FLUSH_INTERVAL_MS", "milliseconds, at least 1", Some(1))?;
-        let connect_ms: u64 = r.parse(
-            "UPSTREAM_CONNECT_TIMEOUT_MS",
-            "milliseconds, at least 1",
-            Some(1),
-        )?;
-
         Ok(Config {
             server_addr,
             server_addr_any,
@@ -729,7 +629,7 @@ impl Config {
             hmac_secret,
             hmac_secret_previous,
             hmac_secret_generated,
-            token_ttl_s: r.parse("TOKEN_TTL_S", "seconds, at least 1", Some(1))?,
+            token_ttl_s: r.secs("TOKEN_TTL_S")?.as_secs(),
             outputs,
             log_path,
             log_rotate_bytes: r
@@ -739,7 +639,7 @@ impl Config {
             log_max_age_days: r.parse("LOG_MAX_AGE_DAYS", "days (0 = off)", None)?,
             log_fsync,
             batch_size: r.parse("BATCH_SIZE", "a count of events, at least 1", Some(1))?,
-            flush_interval: Duration::from_millis(flush_ms),
+            flush_interval: r.millis("FLUSH_INTERVAL_MS")?,
             queue_capacity: r.parse("QUEUE_CAPACITY", "a count, at least 1", Some(1))?,
             cores,
             trusted_proxies,
@@ -757,13 +657,14 @@ impl Config {
             metrics_addr,
             log_level,
             log_format,
-            upstream_connect_timeout: Duration::from_millis(connect_ms),
+            upstream_connect_timeout: r.millis("UPSTREAM_CONNECT_TIMEOUT_MS")?,
             upstream_timeout: r.secs("UPSTREAM_TIMEOUT_S")?,
             upstream_idle_timeout: r.secs("UPSTREAM_IDLE_TIMEOUT_S")?,
             upstream_pool_size: r.parse("UPSTREAM_POOL_SIZE", "a count (0 = no pooling)", None)?,
             upstream_dns_ttl: r.secs("UPSTREAM_DNS_TTL_S")?,
             header_timeout: r.secs("HEADER_TIMEOUT_S")?,
             idle_timeout: r.secs("IDLE_TIMEOUT_S")?,
+            tunnel_idle_timeout: r.secs("TUNNEL_IDLE_TIMEOUT_S")?,
             shutdown_timeout: r.secs("SHUTDOWN_TIMEOUT_S")?,
             warnings,
         })
@@ -902,6 +803,11 @@ mod tests {
             ("FORWARD_DESTINATION", "http://"),
             ("FORWARD_DESTINATION", "http://host:99999"),
             ("UPSTREAM_TIMEOUT_S", "0"),
+            ("UPSTREAM_TIMEOUT_S", "18446744073709551615"),
+            ("SHUTDOWN_TIMEOUT_S", "86401"),
+            ("FLUSH_INTERVAL_MS", "0"),
+            ("TOKEN_TTL_S", "99999999999999999999"),
+            ("FORWARD_DESTINATION", "http://host/a b"),
         ] {
             let e = load(Mode::Serve, &with(&[(var, val)])).expect_err(var);
             assert_eq!(e.var, var, "{var}={val}");

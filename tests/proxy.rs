@@ -303,3 +303,149 @@ fn oversized_head_is_431() {
     assert_eq!(http(p.addr, many.as_bytes()).status, 431);
     assert!(origin.requests().is_empty());
 }
+
+#[test]
+fn stray_bytes_after_a_response_never_reach_the_next_request() {
+    // The origin answers HEAD with a Content-Length, then (wrongly) sends a
+    // "body" that looks like a response: it must not be served to the next
+    // request that reuses the connection.
+    let origin = Origin::start(|req, s| {
+        if req.request_line().starts_with("HEAD") {
+            let evil =
+                b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nSet-Cookie: session=attacker\r\n\r\nevil";
+            let _ = s.write_all(
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", evil.len()).as_bytes(),
+            );
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = s.write_all(evil);
+            return true;
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\naccount");
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let r = http(
+        p.addr,
+        b"HEAD /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = get(p.addr, "/account");
+    assert_eq!(r.text(), "account");
+    assert!(r.header("set-cookie").is_none());
+}
+
+#[test]
+fn a_pooled_connection_the_origin_closed_does_not_fail_a_post() {
+    // The origin closes idle connections after 100 ms (Node's default is 5 s).
+    let origin = Origin::start(|_req, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        s.set_read_timeout(Some(Duration::from_millis(100))).is_ok()
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    assert_eq!(get(p.addr, "/warm").status, 200);
+    std::thread::sleep(Duration::from_millis(400));
+    let r = http(
+        p.addr,
+        b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn an_early_answer_during_an_upload_is_relayed() {
+    // The origin refuses a large upload right after reading the head (a
+    // raw listener: the test Origin reads whole bodies before answering).
+    let raw = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let raw_addr = raw.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = raw.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &format!("http://{raw_addr}"))]);
+    let size = 32 * 1024 * 1024;
+    let mut c = Client::connect(p.addr);
+    c.send(
+        format!("POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+    );
+    let chunk = vec![b'x'; 1024 * 1024];
+    for _ in 0..32 {
+        if c.stream.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let r = c.read_response("POST").expect("a response");
+    assert_eq!(r.status, 413);
+}
+
+#[test]
+fn other_transfer_codings_from_the_origin_are_a_502() {
+    let origin = Origin::start(|_req, s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    assert_eq!(get(p.addr, "/").status, 502);
+}
+
+#[test]
+fn untrusted_forwarding_claims_are_dropped() {
+    let origin = Origin::fixed(200, "text/plain", b"ok".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    http(p.addr, b"GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=1.2.3.4;proto=https\r\nX-Real-IP: 1.2.3.4\r\nX-Forwarded-Port: 443\r\nConnection: close\r\n\r\n");
+    let seen = origin.requests().pop().expect("seen");
+    assert!(seen.header("forwarded").is_none());
+    assert!(seen.header("x-real-ip").is_none());
+    assert!(seen.header("x-forwarded-port").is_none());
+    // From a trusted proxy they pass.
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("TRUST_PROXY", "true"),
+    ]);
+    http(p.addr, b"GET / HTTP/1.1\r\nHost: a\r\nX-Real-IP: 1.2.3.4\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n");
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.header("x-real-ip").as_deref(), Some("1.2.3.4"));
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+}
+
+#[test]
+fn http10_keep_alive_is_acknowledged() {
+    let origin = Origin::fixed(200, "text/plain", b"ok".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    for _ in 0..3 {
+        let r = c.request(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+    }
+    let r = c.request(b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    assert_eq!(r.header("connection"), Some("keep-alive"));
+    // Without it, the connection closes after the answer.
+    let r = c.request(b"GET / HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(c.is_closed());
+}
+
+#[test]
+fn endless_interim_responses_are_cut_off() {
+    let origin = Origin::start(|_req, s| {
+        for _ in 0..100 {
+            if s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+                .is_err()
+            {
+                return false;
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        false
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let r = get(p.addr, "/");
+    assert_eq!(r.status, 502);
+}

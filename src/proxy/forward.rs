@@ -80,9 +80,10 @@ pub async fn forward(
     let mut attempt = 0;
     let (mut origin, resp, started) = loop {
         attempt += 1;
-        let (mut origin, reused) = match core.pool.take() {
-            Some(c) if attempt == 1 => (c, true),
-            _ => match core.pool.connect(up).await {
+        let pooled = if attempt == 1 { core.pool.take() } else { None };
+        let (mut origin, reused) = match pooled {
+            Some(c) => (c, true),
+            None => match core.pool.connect(up).await {
                 Ok(c) => (c, false),
                 Err(kind) => {
                     core.metrics.upstream_error(kind);
@@ -98,7 +99,9 @@ pub async fn forward(
         let (res, back) = origin.write_all(req).await;
         req = back;
         if res.is_err() {
-            if reused && retryable {
+            // The origin has no complete head and nothing of the body was
+            // read from the client yet: any method may go again, once.
+            if reused && attempt == 1 && !req.is_empty() {
                 continue;
             }
             core.metrics.upstream_error(UpstreamError::Io);
@@ -106,8 +109,9 @@ pub async fn forward(
         }
         // We answer `Expect: 100-continue` ourselves (the header is not
         // forwarded): the head is already at the origin, and the body
-        // follows as the client sends it.
-        if head.expect_continue() && !matches!(framing, Framing::None) {
+        // follows as the client sends it. HTTP/1.0 clients get no 1xx.
+        if head.expect_continue() && head.version_minor() == 1 && !matches!(framing, Framing::None)
+        {
             let (res, _) = client
                 .write_all(b"HTTP/1.1 100 Continue\r\n\r\n".to_vec())
                 .await;
@@ -130,11 +134,19 @@ pub async fn forward(
             Err(Side::Source) => {
                 // The client stopped sending its body: nothing to answer.
                 return Forwarded {
-                    status: 400,
+                    status: 499,
                     outcome: Outcome::Close,
                 };
             }
             Err(Side::Sink) => {
+                // The origin stopped reading the body: it may have answered
+                // early (a 413, a redirect); relay that rather than a 502.
+                let wait = cfg.upstream_timeout.min(Duration::from_secs(2));
+                if let Ok(early) = read_response_head(&mut origin, head.method(), wait).await {
+                    if !(100..200).contains(&early.status()) {
+                        break (origin, early, Instant::now());
+                    }
+                }
                 core.metrics.upstream_error(UpstreamError::Io);
                 return reply(client, fail(502), head).await;
             }
@@ -153,29 +165,28 @@ pub async fn forward(
                 );
                 continue;
             }
-            Err(e) => {
-                let (kind, status) = match e {
-                    ReadErr::Timeout => (UpstreamError::Timeout, 504),
-                    ReadErr::Invalid => (UpstreamError::BadResponse, 502),
-                    ReadErr::ClosedEarly => (UpstreamError::Closed, 502),
-                    ReadErr::Io => (UpstreamError::Io, 502),
-                };
-                core.metrics.upstream_error(kind);
-                return reply(client, fail(status), head).await;
-            }
+            Err(e) => return upstream_failed(core, client, head, e).await,
         }
     };
     let mut resp = resp;
-    // Interim responses: 103 Early Hints and others are forwarded; a 100
-    // was already sent by us; 101 only when the client asked to upgrade.
+    // Interim responses: 103 Early Hints and others go to HTTP/1.1 clients
+    // (never to 1.0 ones); a 100 was already sent by us; 101 only when the
+    // client asked to upgrade. An origin gets at most MAX_INTERIM of them.
+    const MAX_INTERIM: usize = 16;
+    let mut interim = 0;
     loop {
         let status = resp.status();
         if !(100..200).contains(&status) || status == 101 {
             break;
         }
-        if status != 100 {
+        interim += 1;
+        if interim > MAX_INTERIM {
+            core.metrics.upstream_error(UpstreamError::BadResponse);
+            return reply(client, fail(502), head).await;
+        }
+        if status != 100 && head.version_minor() == 1 {
             let mut out = Vec::with_capacity(512);
-            write_response_head(&mut out, &resp, None, false);
+            write_response_head(&mut out, &resp, None, false, false);
             let (res, _) = client.write_all(out).await;
             if res.is_err() {
                 return Forwarded {
@@ -186,14 +197,15 @@ pub async fn forward(
         }
         resp = match read_response_head(&mut origin, head.method(), cfg.upstream_timeout).await {
             Ok(r) => r,
-            Err(_) => {
-                core.metrics.upstream_error(UpstreamError::BadResponse);
-                return Forwarded {
-                    status: 502,
-                    outcome: Outcome::Close,
-                };
-            }
+            Err(e) => return upstream_failed(core, client, head, e).await,
         };
+    }
+    if resp.has_other_transfer_coding() {
+        // A transfer coding besides chunked (`gzip, chunked`): passing it
+        // on is hop-by-hop work we don't do, and dropping it would hand
+        // the client bytes it cannot read.
+        core.metrics.upstream_error(UpstreamError::BadResponse);
+        return reply(client, fail(502), head).await;
     }
     let status = resp.status();
     core.metrics.upstream_duration.observe(started.elapsed());
@@ -205,7 +217,7 @@ pub async fn forward(
             return reply(client, fail(502), head).await;
         }
         let mut out = Vec::with_capacity(512);
-        write_response_head(&mut out, &resp, None, false);
+        write_response_head(&mut out, &resp, None, false, false);
         let (res, _) = client.write_all(out).await;
         if res.is_err() {
             return Forwarded {
@@ -230,10 +242,14 @@ pub async fn forward(
     };
     let mut keep_client = head.keep_alive() && !close_delimited && !core.draining();
     let mut out = Vec::with_capacity(1024);
-    write_response_head(&mut out, &resp, Some(out_framing), !keep_client);
-    if head.version_minor() == 0 && keep_client {
-        // Already added by write_response_head.
-    }
+    let keep_alive_10 = keep_client && head.version_minor() == 0;
+    write_response_head(
+        &mut out,
+        &resp,
+        Some(out_framing),
+        !keep_client,
+        keep_alive_10,
+    );
     if let Err(()) = client.send(&mut out).await.map_err(|_| ()) {
         return Forwarded {
             status,
@@ -279,6 +295,23 @@ pub async fn forward(
             Outcome::Close
         },
     }
+}
+
+/// Answers the client when the origin failed to produce a response head.
+async fn upstream_failed(
+    core: &Core,
+    client: &mut Conn,
+    head: &RequestHead,
+    e: ReadErr,
+) -> Forwarded {
+    let (kind, status) = match e {
+        ReadErr::Timeout => (UpstreamError::Timeout, 504),
+        ReadErr::Invalid => (UpstreamError::BadResponse, 502),
+        ReadErr::ClosedEarly => (UpstreamError::Closed, 502),
+        ReadErr::Io => (UpstreamError::Io, 502),
+    };
+    core.metrics.upstream_error(kind);
+    reply(client, fail(status), head).await
 }
 
 /// Writes a locally made response (an error) to the client.
@@ -339,8 +372,13 @@ fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: 
             via.extend_from_slice(b", ");
             continue;
         }
-        // Only a trusted proxy may tell the origin the scheme and host the
-        // client used; anyone else's claims are replaced.
+        // Only a trusted proxy may tell the origin who the client is and
+        // which scheme and host it used; anyone else's claims are dropped
+        // (X-Forwarded-For is kept and appended to: the origin reads it
+        // from the right).
+        if !trusted_peer && is_forwarding_claim(name) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"x-forwarded-proto") {
             if trusted_peer && proto.is_none() {
                 proto = Some(value);
@@ -397,6 +435,18 @@ fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: 
     out.extend_from_slice(b"\r\n");
 }
 
+/// Headers by which a proxy in front tells the origin about the client.
+fn is_forwarding_claim(name: &[u8]) -> bool {
+    const CLAIMS: [&[u8]; 5] = [
+        b"forwarded",
+        b"x-real-ip",
+        b"x-forwarded-port",
+        b"x-forwarded-prefix",
+        b"x-forwarded-ssl",
+    ];
+    CLAIMS.iter().any(|c| c.eq_ignore_ascii_case(name))
+}
+
 /// How the response body is framed toward the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OutFraming {
@@ -409,11 +459,15 @@ enum OutFraming {
     Close,
 }
 
+/// Writes the response head for the client. `close` adds `Connection:
+/// close`; `keep_alive_10` adds `Connection: keep-alive` (an HTTP/1.0
+/// client keeps the connection only when told so).
 fn write_response_head(
     out: &mut Vec<u8>,
     resp: &ResponseHead,
     framing: Option<OutFraming>,
     close: bool,
+    keep_alive_10: bool,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(resp.status()));
@@ -457,6 +511,8 @@ fn write_response_head(
     }
     if close || framing == Some(OutFraming::Close) {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if keep_alive_10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -633,8 +689,9 @@ async fn copy_until_close(
     Ok(())
 }
 
-/// Tunnels bytes both ways after a 101 until either side closes.
-pub async fn tunnel(mut client: Conn, mut origin: Conn) {
+/// Tunnels bytes both ways after a 101 until either side closes, or no
+/// byte has moved in one direction for `idle`.
+pub async fn tunnel(mut client: Conn, mut origin: Conn, idle: Duration) {
     // Bytes that arrived early on either side go first.
     if !client.buf.is_empty() {
         let data = std::mem::take(&mut client.buf);
@@ -650,19 +707,25 @@ pub async fn tunnel(mut client: Conn, mut origin: Conn) {
     }
     let (cr, cw) = client.stream.into_split();
     let (or, ow) = origin.stream.into_split();
-    monoio::join!(pipe(cr, ow), pipe(or, cw));
+    monoio::join!(pipe(cr, ow, idle), pipe(or, cw, idle));
 }
 
-async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(mut r: R, mut w: W) {
+async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(mut r: R, mut w: W, idle: Duration) {
     let mut buf = Vec::with_capacity(crate::net::READ_CHUNK);
     loop {
-        let (res, b) = r.read(buf).await;
+        let (res, b) = match monoio::time::timeout(idle, r.read(buf)).await {
+            Ok(x) => x,
+            Err(_) => break,
+        };
         buf = b;
         match res {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let (res, mut b) = w.write_all(buf).await;
+        let (res, mut b) = match monoio::time::timeout(idle, w.write_all(buf)).await {
+            Ok(x) => x,
+            Err(_) => break,
+        };
         if res.is_err() {
             break;
         }

@@ -1,6 +1,8 @@
 //! One core's keep-alive connections to the origin. Last in, first out (the
 //! warmest connection is reused first); connections idle longer than
-//! `UPSTREAM_IDLE_TIMEOUT_S` are closed; at most `UPSTREAM_POOL_SIZE` kept.
+//! `UPSTREAM_IDLE_TIMEOUT_S` are closed when the pool is next used; at most
+//! `UPSTREAM_POOL_SIZE` kept. Before reuse, a non-blocking peek makes sure
+//! the origin has neither closed the connection nor sent stray bytes.
 //! A connection goes back only after a complete response with no bytes
 //! after it and no `Connection: close` from the origin (the caller checks).
 
@@ -26,6 +28,7 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    upstream_timeout: Duration,
     metrics: Arc<CoreMetrics>,
     /// The address list this core last read, with its generation.
     addrs: RefCell<(u64, Arc<Vec<SocketAddr>>)>,
@@ -39,19 +42,27 @@ impl Pool {
             max_idle: cfg.upstream_pool_size,
             idle_timeout: cfg.upstream_idle_timeout,
             connect_timeout: cfg.upstream_connect_timeout,
+            upstream_timeout: cfg.upstream_timeout,
             metrics,
             addrs: RefCell::new((0, Arc::new(Vec::new()))),
             next: Cell::new(0),
         }
     }
 
-    /// The most recently returned connection that has not idled too long.
+    /// The most recently returned connection that has not idled too long
+    /// and has nothing unsolicited to read (the origin closed it, or sent
+    /// stray bytes after its last response: either way it is dropped).
     pub fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         let now = Instant::now();
-        // Drop expired connections from the cold end.
         idle.retain(|i| now.duration_since(i.since) < self.idle_timeout);
-        let got = idle.pop().map(|i| i.conn);
+        let mut got = None;
+        while let Some(i) = idle.pop() {
+            if !i.conn.has_unsolicited_input() {
+                got = Some(i.conn);
+                break;
+            }
+        }
         self.metrics.upstream_pool_idle.set(idle.len() as i64);
         got
     }
@@ -98,7 +109,7 @@ impl Pool {
             match monoio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    return Ok(Conn::new(stream));
+                    return Ok(Conn::new(stream, self.upstream_timeout));
                 }
                 Ok(Err(_)) => last = UpstreamError::Connect,
                 Err(_) => last = UpstreamError::Timeout,

@@ -36,11 +36,12 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     core.open.set(core.open.get() + 1);
     core.metrics.connections_open.add(1);
     let peer_ip = canonical(peer.ip());
-    let mut conn = Conn::new(stream);
+    let mut conn = Conn::new(stream, core.shared.cfg.idle_timeout);
     let mut out = Vec::with_capacity(4096);
     let mut upgraded = None;
+    let mut first = true;
     loop {
-        let head = match read_head(&core, &mut conn).await {
+        let head = match read_head(&core, &mut conn, first).await {
             Ok(h) => h,
             Err(HeadFailure::Gone) => break,
             Err(HeadFailure::Invalid(status, why)) => {
@@ -51,6 +52,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
+        first = false;
         let t0 = Instant::now();
         let keep = match core.tracker.route(&head) {
             Some(local) => {
@@ -76,18 +78,19 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     core.metrics.bytes_received.add(conn.bytes_in);
     core.metrics.bytes_sent.add(conn.bytes_out);
     if let Some(origin) = upgraded {
-        forward::tunnel(conn, origin).await;
+        forward::tunnel(conn, origin, core.shared.cfg.tunnel_idle_timeout).await;
     }
     core.metrics.connections_open.add(-1);
     core.open.set(core.open.get().saturating_sub(1));
 }
 
-/// Reads the next request head. Waiting for its first byte is bounded by
-/// `IDLE_TIMEOUT_S` (and cancelled when draining); from the first byte on,
-/// the whole head must arrive within `HEADER_TIMEOUT_S`.
-async fn read_head(core: &Core, conn: &mut Conn) -> Result<RequestHead, HeadFailure> {
+/// Reads the next request head. On a new connection the whole head must
+/// arrive within `HEADER_TIMEOUT_S`; between keep-alive requests, waiting
+/// for the first byte is bounded by `IDLE_TIMEOUT_S` (and cancelled when
+/// draining), then the head gets `HEADER_TIMEOUT_S` from its first byte.
+async fn read_head(core: &Core, conn: &mut Conn, first: bool) -> Result<RequestHead, HeadFailure> {
     let cfg = &core.shared.cfg;
-    let mut head_started: Option<Instant> = None;
+    let mut head_started: Option<Instant> = first.then(Instant::now);
     loop {
         if !conn.buf.is_empty() {
             head_started.get_or_insert_with(Instant::now);
@@ -112,16 +115,33 @@ async fn read_head(core: &Core, conn: &mut Conn) -> Result<RequestHead, HeadFail
                 }
             }
             Some(t) => {
+                // Nothing received yet (a new connection): closing quietly
+                // is kinder than a 408 to a browser's preconnect.
+                let nothing_yet = conn.buf.is_empty();
+                let timed_out = || {
+                    if nothing_yet {
+                        HeadFailure::Gone
+                    } else {
+                        HeadFailure::Invalid(408, "request head took too long\n")
+                    }
+                };
                 let left = cfg.header_timeout.saturating_sub(t.elapsed());
                 if left.is_zero() {
-                    return Err(HeadFailure::Invalid(408, "request head took too long\n"));
+                    return Err(timed_out());
                 }
-                match monoio::time::timeout(left, conn.read_more()).await {
+                let res = if nothing_yet {
+                    if core.draining() {
+                        return Err(HeadFailure::Gone);
+                    }
+                    let handle = core.idle_cancel.borrow().handle();
+                    monoio::time::timeout(left, read_cancelable(conn, handle)).await
+                } else {
+                    monoio::time::timeout(left, conn.read_more()).await
+                };
+                match res {
                     Ok(Ok(n)) => n,
                     Ok(Err(_)) => return Err(HeadFailure::Gone),
-                    Err(_) => {
-                        return Err(HeadFailure::Invalid(408, "request head took too long\n"))
-                    }
+                    Err(_) => return Err(timed_out()),
                 }
             }
         };
@@ -177,7 +197,7 @@ pub async fn read_body(
                 return Err(BodyError::TooLarge);
             }
             let n = n as usize;
-            if head.expect_continue() && conn.buf.len() < n {
+            if head.expect_continue() && head.version_minor() == 1 && conn.buf.len() < n {
                 send_continue(conn).await?;
             }
             while conn.buf.len() < n {
@@ -188,7 +208,7 @@ pub async fn read_body(
             Ok(body)
         }
         Framing::Chunked => {
-            if head.expect_continue() && conn.buf.is_empty() {
+            if head.expect_continue() && head.version_minor() == 1 && conn.buf.is_empty() {
                 send_continue(conn).await?;
             }
             let mut dec = ChunkedDecoder::new();
@@ -251,9 +271,12 @@ async fn answer_locally(
             return false;
         }
     };
-    let close = resp.close || !head.keep_alive();
+    let close = resp.close || !head.keep_alive() || core.draining();
     let mut resp = resp;
     resp.close = close;
+    if !close && head.version_minor() == 0 {
+        resp = resp.header("Connection", "keep-alive");
+    }
     resp.write(out, head.method() == Method::Head);
     let ok = conn.send(out).await.is_ok();
     core.metrics

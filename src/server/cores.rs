@@ -19,6 +19,7 @@ use monoio::io::Canceller;
 use monoio::net::{ListenerOpts, TcpListener};
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 /// Everything one core owns.
 pub struct Core {
     pub id: usize,
+    /// `io_uring` or `epoll`.
+    pub driver: &'static str,
     pub shared: Arc<Shared>,
     pub metrics: Arc<CoreMetrics>,
     /// The tracking endpoints (tokens, events) of this core.
@@ -151,6 +154,7 @@ fn core_thread(
         };
         let core = Rc::new(Core {
             id,
+            driver,
             pool: Pool::new(&shared.cfg, Arc::clone(&metrics)),
             shared,
             metrics,
@@ -178,7 +182,9 @@ fn core_thread(
                 info!("TEST_MODE: sample events sent", events = n);
             });
         }
-        accept_loop(&core, listener).await;
+        accept_loop(&core, &listener).await;
+        take_backlog(&core, &listener);
+        drop(listener);
         drain(&core).await
     })
 }
@@ -206,7 +212,7 @@ async fn wait_draining(core: &Core) {
     }
 }
 
-async fn accept_loop(core: &Rc<Core>, listener: TcpListener) {
+async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
     loop {
         monoio::select! {
             _ = wait_draining(core) => break,
@@ -234,6 +240,43 @@ async fn accept_loop(core: &Rc<Core>, listener: TcpListener) {
     }
 }
 
+/// Before the listener closes: takes every connection already waiting in
+/// its accept queue (Linux resets them when a `SO_REUSEPORT` listener
+/// closes), to be answered with `Connection: close`.
+fn take_backlog(core: &Rc<Core>, listener: &TcpListener) {
+    let fd = listener.as_raw_fd();
+    // SAFETY: fcntl and accept4 on the listener's own descriptor; accepted
+    // descriptors are owned by the std stream built from them.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return;
+        }
+        // The epoll driver needs non-blocking sockets; io_uring works with
+        // blocking ones, as its own accept returns them.
+        let mut sock_flags = libc::SOCK_CLOEXEC;
+        if core.driver == "epoll" {
+            sock_flags |= libc::SOCK_NONBLOCK;
+        }
+        loop {
+            let cfd = libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), sock_flags);
+            if cfd < 0 {
+                break;
+            }
+            let std_stream = std::net::TcpStream::from_raw_fd(cfd);
+            let Ok(peer) = std_stream.peer_addr() else {
+                continue;
+            };
+            let Ok(stream) = monoio::net::TcpStream::from_std(std_stream) else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            core.metrics.connections_accepted.inc();
+            monoio::spawn(conn::serve(Rc::clone(core), stream, peer));
+        }
+    }
+}
+
 /// After the listener closed: wakes idle keep-alive connections (they close)
 /// and waits for requests in flight until `SHUTDOWN_TIMEOUT_S`. Returns the
 /// connections still open at the deadline.
@@ -241,11 +284,13 @@ async fn drain(core: &Rc<Core>) -> usize {
     let deadline = Instant::now() + core.shared.cfg.shutdown_timeout;
     loop {
         let old = core.idle_cancel.replace(Canceller::new());
-        old.cancel();
+        let _ = old.cancel();
+        // Sleep before looking: connections taken from the backlog have
+        // been spawned but not run yet.
+        monoio::time::sleep(Duration::from_millis(10)).await;
         if core.open.get() == 0 || Instant::now() >= deadline {
             break;
         }
-        monoio::time::sleep(Duration::from_millis(20)).await;
     }
     core.pool.clear();
     core.open.get()

@@ -531,21 +531,30 @@ impl Tracker {
     }
 
     /// Adds CORS headers for an allowed `Origin` (tracking endpoints only;
-    /// proxied responses are never touched).
+    /// proxied responses are never touched). A listed origin is reflected
+    /// with credentials allowed; `*` allows any origin without credentials
+    /// (tg1 tokens, not cookies, authenticate cross-origin calls).
     fn cors(&self, head: &RequestHead, resp: Response) -> Response {
         let Some(origin) = head.header(b"origin") else {
             return resp;
         };
-        if !self.origin_allowed(origin) {
-            return resp;
-        }
-        let Ok(origin) = std::str::from_utf8(origin) else {
+        let cors = &self.shared.cfg.cors_origins;
+        let listed = cors
+            .iter()
+            .any(|o| o.as_bytes().eq_ignore_ascii_case(origin));
+        let resp = if listed {
+            let Ok(origin) = std::str::from_utf8(origin) else {
+                return resp;
+            };
+            resp.header("Access-Control-Allow-Origin", origin.to_string())
+                .header("Access-Control-Allow-Credentials", "true")
+                .header("Vary", "Origin")
+        } else if cors.iter().any(|o| o == "*") {
+            resp.header("Access-Control-Allow-Origin", "*")
+        } else {
             return resp;
         };
-        resp.header("Access-Control-Allow-Origin", origin.to_string())
-            .header("Access-Control-Allow-Credentials", "true")
-            .header("Access-Control-Expose-Headers", "X-Gotrack-Accepted")
-            .header("Vary", "Origin")
+        resp.header("Access-Control-Expose-Headers", "X-Gotrack-Accepted")
     }
 
     /// TEST_MODE: five sample events through the same encoder and queue as
