@@ -166,7 +166,7 @@ fn healthcheck(args: &[String]) -> i32 {
         }
     }
     let prefix = std::env::var("TRACK_PREFIX").unwrap_or_default();
-    let prefix = prefix.trim_end_matches('/');
+    let prefix = prefix.trim().trim_end_matches('/');
     let target = match (addr, host, port) {
         (Some(a), _, _) => a,
         (None, h, p) => {

@@ -157,7 +157,7 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
             Err(e) => {
                 error!("cannot serve metrics", error = e);
                 shared.draining.store(true, Ordering::Relaxed);
-                started.join(shutdown_timeout);
+                started.join();
                 sinks.shutdown(shutdown_timeout);
                 return 1;
             }
@@ -194,7 +194,7 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
 
     let t0 = Instant::now();
     shared.draining.store(true, Ordering::Relaxed);
-    let unfinished = started.join(shutdown_timeout);
+    let unfinished = started.join();
     if unfinished > 0 {
         warn!(
             "shutdown deadline passed with connections still open",
@@ -221,9 +221,9 @@ pub struct Started {
 
 impl Started {
     /// Waits for every core to finish draining (they watch the draining
-    /// flag). Returns how many connections were still open at the deadline.
-    pub fn join(self, deadline: Duration) -> usize {
-        let _ = deadline; // each core enforces the deadline itself
+    /// flag and each enforces `SHUTDOWN_TIMEOUT_S` itself). Returns how many
+    /// connections were still open at the deadline.
+    pub fn join(self) -> usize {
         self.threads
             .into_iter()
             .map(|t| t.join().unwrap_or(0))
