@@ -530,3 +530,233 @@ fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
     }
     Some(Seen { head, body })
 }
+
+// ---------------------------------------------------------------------------
+// Helpers added for the limits, metrics, config and HTTP edge-case tests.
+// ---------------------------------------------------------------------------
+
+/// A TCP port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Like [`run_once`], but kills the process when it has not exited within
+/// `within` (then the code is `None`): for configurations that must refuse
+/// to start, so a regression hangs no test.
+pub fn run_bounded(
+    args: &[&str],
+    env: &[(&str, &str)],
+    within: Duration,
+) -> (Option<i32>, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trackgate"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run trackgate");
+    let drain = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut s = Vec::new();
+            if let Some(mut r) = r {
+                let _ = r.read_to_end(&mut s);
+            }
+            String::from_utf8_lossy(&s).into_owned()
+        })
+    };
+    let out = drain(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let err = drain(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + within;
+    let code = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        code,
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    )
+}
+
+impl Proc {
+    /// Waits up to `within` for the process to exit by itself (after a
+    /// signal the test sent); returns its exit code, `None` on timeout.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to `within` for a stderr line containing every one of
+    /// `needles`; returns it.
+    pub fn wait_log(&self, needles: &[&str], within: Duration) -> Option<String> {
+        let deadline = Instant::now() + within;
+        loop {
+            let found = self
+                .stderr
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .cloned();
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Reads from `stream` until the peer closes it (EOF or reset), for at most
+/// `within`. `Ok((when, bytes))`: closed after `when`, having sent `bytes`
+/// first; `Err(bytes)`: still open at the deadline.
+pub fn wait_closed(
+    stream: &mut TcpStream,
+    within: Duration,
+) -> Result<(Duration, Vec<u8>), Vec<u8>> {
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let mut tmp = [0u8; 16384];
+    loop {
+        let left = within.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            return Err(got);
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut tmp) {
+            Ok(0) => return Ok((t0.elapsed(), got)),
+            Ok(n) => got.extend_from_slice(&tmp[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(got)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A reset is the server closing too.
+            Err(_) => return Ok((t0.elapsed(), got)),
+        }
+    }
+}
+
+impl Client {
+    /// Reads one response head (status line and fields, without the blank
+    /// line) and nothing after it; interim responses are returned too.
+    pub fn read_head_raw(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 4);
+                return Some(head);
+            }
+            if self.fill() == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Bytes received but not consumed by a read so far.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Waits up to `within` for the server to close this connection; `Ok`
+    /// with the time it took and any bytes it sent first (including bytes
+    /// already buffered), `Err` with those bytes when still open.
+    pub fn wait_closed(&mut self, within: Duration) -> Result<(Duration, Vec<u8>), Vec<u8>> {
+        let mut before = std::mem::take(&mut self.buf);
+        match wait_closed(&mut self.stream, within) {
+            Ok((t, b)) => {
+                before.extend_from_slice(&b);
+                Ok((t, before))
+            }
+            Err(b) => {
+                before.extend_from_slice(&b);
+                Err(before)
+            }
+        }
+    }
+}
+
+/// Scrapes `http://addr/metrics` with a plain TCP GET; returns the body.
+pub fn scrape(addr: SocketAddr) -> String {
+    let r = http(
+        addr,
+        b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "scrape: {}", r.text());
+    r.text()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a text
+/// exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// Fetches a kind `f` token from `/hmac/public-key` for `ua`.
+pub fn public_key_token(addr: SocketAddr, ua: &str) -> serde_json::Value {
+    let r = http(
+        addr,
+        format!("GET /hmac/public-key HTTP/1.1\r\nHost: t\r\nUser-Agent: {ua}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    serde_json::from_slice(&r.body).expect("token json")
+}
+
+impl Proc {
+    /// The address the metrics endpoint bound (start with
+    /// `METRICS_ADDR=127.0.0.1:0`, so no other process can take the port
+    /// between choosing and binding it), from its start-up log line.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let line = self
+            .wait_log(
+                &["\"msg\":\"metrics endpoint listening\""],
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|| panic!("no metrics endpoint: {}", self.logs()));
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json log line");
+        v["addr"]
+            .as_str()
+            .expect("addr")
+            .parse()
+            .expect("socket addr")
+    }
+}

@@ -1,0 +1,333 @@
+//! End-to-end: the limits that protect the proxy from its clients and its
+//! sinks: the request-head deadline, the idle keep-alive deadline, draining
+//! on SIGTERM, and a sink queue that is full.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A request head that never completes gets 408 (or at least a closed
+/// connection) once `HEADER_TIMEOUT_S` has passed, and reaches no origin.
+#[test]
+fn partial_head_is_cut_off_after_the_header_timeout() {
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("HEADER_TIMEOUT_S", "1"),
+        ("IDLE_TIMEOUT_S", "30"),
+    ]);
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET /page HTTP/1.1\r\nHost: x\r\nUser-Agent: half");
+    let (took, bytes) = c.wait_closed(Duration::from_secs(5)).unwrap_or_else(|b| {
+        panic!(
+            "still open after 5 s (sent {:?})",
+            String::from_utf8_lossy(&b)
+        )
+    });
+    eprintln!("partial head: closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "closed only after {took:?}");
+    if !bytes.is_empty() {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+        assert!(text.contains("Connection: close"), "{text}");
+    }
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+}
+
+/// A client trickling its head one byte every 300 ms is still cut off at
+/// `HEADER_TIMEOUT_S` for the whole head (the deadline is not per read).
+#[test]
+fn trickling_head_is_cut_off_at_the_header_deadline() {
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("HEADER_TIMEOUT_S", "1"),
+        ("IDLE_TIMEOUT_S", "30"),
+    ]);
+    // 60+ bytes at one byte per 300 ms would take over 18 s to complete.
+    let head = b"GET /slowloris HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut c = Client::connect(p.addr);
+    let mut writer = c.stream.try_clone().expect("clone");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop2, sent2) = (Arc::clone(&stop), Arc::clone(&sent));
+    let t0 = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        for b in head.iter() {
+            if stop2.load(Ordering::Relaxed) || writer.write_all(&[*b]).is_err() {
+                return;
+            }
+            sent2.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let res = c.wait_closed(Duration::from_secs(6));
+    let took = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = trickle.join();
+    let sent = sent.load(Ordering::Relaxed);
+    eprintln!(
+        "trickling head: cut off after {took:?}, {sent} of {} bytes sent",
+        head.len()
+    );
+    let (_, bytes) = res.unwrap_or_else(|b| {
+        panic!(
+            "still open after {took:?} with {sent} bytes sent; got {:?}",
+            String::from_utf8_lossy(&b)
+        )
+    });
+    assert!(took < Duration::from_secs(3), "cut off only after {took:?}");
+    assert!(sent < head.len(), "the whole head went through");
+    if !bytes.is_empty() {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("HTTP/1.1 408 "), "{text}");
+    }
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+}
+
+/// `IDLE_TIMEOUT_S` closes a keep-alive connection between requests, and a
+/// connection that never sends a byte.
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+        ("IDLE_TIMEOUT_S", "1"),
+    ]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("connection")
+        .is_none_or(|v| !v.eq_ignore_ascii_case("close")));
+    let (took, bytes) = c
+        .wait_closed(Duration::from_secs(5))
+        .expect("idle keep-alive connection still open after 5 s");
+    eprintln!("idle keep-alive connection closed after {took:?}");
+    assert!(took < Duration::from_secs(3), "closed only after {took:?}");
+    assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes));
+
+    let mut silent = Client::connect(p.addr);
+    let (took, bytes) = silent
+        .wait_closed(Duration::from_secs(5))
+        .expect("silent connection still open after 5 s");
+    assert!(took < Duration::from_secs(3), "closed only after {took:?}");
+    assert!(bytes.is_empty());
+}
+
+/// SIGTERM closes idle keep-alive connections at once and the process exits
+/// 0 well before `SHUTDOWN_TIMEOUT_S`.
+#[test]
+fn sigterm_closes_idle_connections_and_exits_promptly() {
+    let mut p = Proc::start(&[
+        ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+        ("SHUTDOWN_TIMEOUT_S", "10"),
+        ("IDLE_TIMEOUT_S", "60"),
+    ]);
+    let mut idle = Client::connect(p.addr);
+    assert_eq!(
+        idle.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    // A connection accepted but silent (first read pending).
+    let mut silent = Client::connect(p.addr);
+    assert_eq!(
+        silent
+            .request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    let t0 = Instant::now();
+    p.signal(libc::SIGTERM);
+    let (took, bytes) = idle
+        .wait_closed(Duration::from_secs(5))
+        .expect("idle connection still open 5 s after SIGTERM");
+    assert!(bytes.is_empty(), "{:?}", String::from_utf8_lossy(&bytes));
+    assert!(took < Duration::from_secs(3), "closed after {took:?}");
+    assert!(silent.wait_closed(Duration::from_secs(5)).is_ok());
+    let code = p.wait_exit(Duration::from_secs(8));
+    let took = t0.elapsed();
+    eprintln!("exit {code:?} {took:?} after SIGTERM");
+    assert_eq!(code, Some(0), "{}", p.logs());
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?} with SHUTDOWN_TIMEOUT_S=10 and nothing in flight"
+    );
+}
+
+/// While draining (a slow request keeps the process alive), asks
+/// `/readyz` on a second connection that had sent part of its head before
+/// SIGTERM (so it is not idle and is not closed) and finishes it once the
+/// listener is gone, which proves draining has started. Returns that answer
+/// and whether the server closed the connection after it; checks the slow
+/// request completes and the process exits 0.
+fn readyz_while_draining() -> (Resp, bool) {
+    let release = Arc::new(AtomicBool::new(false));
+    let r2 = Arc::clone(&release);
+    let origin = Origin::start(move |_req, s| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !r2.load(Ordering::Relaxed) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
+        true
+    });
+    let mut p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("SHUTDOWN_TIMEOUT_S", "10"),
+        ("HEADER_TIMEOUT_S", "10"),
+    ]);
+    let addr = p.addr;
+    let slow = std::thread::spawn(move || get(addr, "/slow"));
+    // Wait until the slow request is at the origin.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while origin.requests().is_empty() {
+        assert!(Instant::now() < deadline, "the slow request never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut probe = Client::connect(addr);
+    assert_eq!(
+        probe
+            .request(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    probe.send(b"GET /readyz HTTP/1.1\r\nHost: x\r\n");
+    // Let the server read the partial head before the signal.
+    std::thread::sleep(Duration::from_millis(200));
+    p.signal(libc::SIGTERM);
+    // The listener closes once the core has seen the draining flag.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Err(_) => break,
+            Ok(s) => drop(s),
+        }
+        if Instant::now() > deadline {
+            release.store(true, Ordering::Relaxed);
+            panic!("still accepting 5 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    probe.send(b"\r\n");
+    let r = probe.read_response("GET");
+    let closed = probe.wait_closed(Duration::from_secs(5)).is_ok();
+    release.store(true, Ordering::Relaxed);
+    let r = r.expect("a readyz answer while draining");
+    let slow = slow.join().expect("slow");
+    assert_eq!((slow.status, slow.text().as_str()), (200, "done"));
+    assert_eq!(p.wait_exit(Duration::from_secs(8)), Some(0), "{}", p.logs());
+    (r, closed)
+}
+
+#[test]
+fn readyz_is_503_while_draining() {
+    let (r, closed) = readyz_while_draining();
+    assert_eq!(r.status, 503, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["status"], "draining");
+    assert_eq!(v["sinks"]["log"]["state"], "healthy");
+    assert!(closed, "the connection stayed open while draining");
+}
+
+/// A server that closes a connection after a response says so in it
+/// (RFC 9112 §9.6); proxied responses do while draining, local ones not.
+#[test]
+#[ignore = "BUG: local answers while draining lack Connection: close though the server then closes (server/conn.rs:74 vs answer_locally)"]
+fn local_answers_while_draining_say_connection_close() {
+    let (r, closed) = readyz_while_draining();
+    assert!(closed);
+    assert_eq!(r.header("connection"), Some("close"), "{:?}", r.headers);
+}
+
+/// A log sink that cannot write (`/dev/full`) stops taking batches; with
+/// `QUEUE_CAPACITY=1` the queue then holds one batch and every further
+/// event is dropped and counted, while the pixel still answers 200 and
+/// collect answers 429 with Retry-After.
+#[test]
+fn full_queue_drops_events_but_the_pixel_still_answers() {
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("SKIPPED: /dev/full is not available on this machine");
+        return;
+    }
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+        ("LOG_PATH", "/dev/full"),
+        ("QUEUE_CAPACITY", "1"),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let maddr = p.metrics_addr();
+    assert_eq!(get(p.addr, "/px.gif?e=first").status, 200);
+    // The first write fails: the sink is down (and says so in /readyz).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let ready = loop {
+        let r = get(p.addr, "/readyz");
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+        if v["sinks"]["log"]["state"] == "down" {
+            break (r.status, v);
+        }
+        assert!(Instant::now() < deadline, "sink never went down: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(ready.0, 200, "a sink outage alone keeps /readyz 200");
+    assert_eq!(ready.1["status"], "degraded");
+    assert_eq!(get(p.addr, "/readyz?strict=1").status, 503);
+
+    // One batch fits in the queue, the next four are dropped.
+    for i in 0..5 {
+        let r = get(p.addr, &format!("/px.gif?e=n{i}"));
+        assert_eq!(r.status, 200, "pixel {i}");
+        assert_eq!(r.header("content-type"), Some("image/gif"));
+        assert_eq!(r.body.len(), 43);
+    }
+    // A signed collect is refused with 429 and Retry-After.
+    let t = public_key_token(p.addr, UA);
+    let body = br#"{"type":"pageview"}"#;
+    let sig =
+        trackgate::track::token::sign(t["token"].as_str().expect("token"), body).expect("sign");
+    let mut req = format!(
+        "POST /collect HTTP/1.1\r\nHost: t\r\nUser-Agent: {UA}\r\nX-GoTrack-HMAC: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let r = http(p.addr, &req);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+
+    let m = scrape(maddr);
+    assert_eq!(
+        metric(&m, r#"trackgate_events_total{source="pixel"}"#),
+        Some(2.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"trackgate_events_dropped_total{reason="queue_full"}"#),
+        Some(5.0),
+        "4 pixel events and 1 collect event dropped"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            r#"trackgate_requests_total{route="pixel",status_class="2xx"}"#
+        ),
+        Some(6.0)
+    );
+    assert_eq!(metric(&m, r#"trackgate_sink_up{sink="log"}"#), Some(0.0));
+    assert!(
+        metric(
+            &m,
+            r#"trackgate_sink_failures_total{sink="log",kind="write"}"#
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, r#"trackgate_sink_events_written_total{sink="log"}"#),
+        Some(0.0)
+    );
+}
