@@ -83,7 +83,6 @@ fn expect_continue_on_collect() {
 /// RFC 9110 §10.1.1: a server MUST ignore a 100-continue expectation in an
 /// HTTP/1.0 request (and §15.2: never send 1xx to an HTTP/1.0 client).
 #[test]
-#[ignore = "BUG: 100 Continue is sent to HTTP/1.0 clients; http/head.rs:753 sets expect_continue for any version"]
 fn no_100_continue_for_http10_clients() {
     let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
     let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
