@@ -6,3 +6,6 @@
 //! `copy_until_close`). Injection decides from the request and response heads
 //! whether a response is an injectable HTML document, and if so replaces the
 //! body copy with its own transform; nothing else in the proxy changes.
+
+pub mod decide;
+pub mod html;
