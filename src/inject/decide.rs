@@ -122,6 +122,13 @@ pub fn eligible(req: &RequestHead, resp: &ResponseHead) -> Result<Encoding, Skip
     if req.method() != Method::Get {
         return Err(Skip::NotGet);
     }
+    eligible_except_method(req, resp)
+}
+
+/// Every rule of [`eligible`] except the method: for a HEAD request, whether
+/// the GET of the same page would be injected (issue 3: such a HEAD response
+/// drops its `Content-Length`, which would not match the injected body).
+pub fn eligible_except_method(req: &RequestHead, resp: &ResponseHead) -> Result<Encoding, Skip> {
     if resp.status() != 200 {
         return Err(Skip::Status);
     }
@@ -627,6 +634,20 @@ mod tests {
         ] {
             assert_eq!(eligible(&req_m(m, ""), &html("")), Err(Skip::NotGet), "{m}");
         }
+        // HEAD of an injectable page is told apart for its Content-Length.
+        let head = req_m("HEAD", "Accept: text/html");
+        assert_eq!(
+            eligible_except_method(&head, &html("")),
+            Ok(Encoding::Identity)
+        );
+        assert_eq!(
+            eligible_except_method(&head, &html("Content-Encoding: gzip")),
+            Ok(Encoding::Gzip)
+        );
+        assert_eq!(
+            eligible_except_method(&head, &resp(404, "")),
+            Err(Skip::Status)
+        );
         // The first reason wins: HEAD of a 404 is NotGet.
         assert_eq!(
             eligible(&req_m("HEAD", ""), &resp(404, "")),
