@@ -1,5 +1,9 @@
-//! HTML injection (the tracking script and pixel) arrives with the injection
-//! issue. Until then every response streams through unchanged.
+//! HTML injection of the tracking script and pixel (the injection issue).
+//! The building blocks are here and tested: `decide` (which responses are
+//! injectable), `html` (where the snippet goes, streaming), `codec` (bounded
+//! gzip/zlib/deflate decode and re-encode) and `csp` (what every enforced
+//! policy needs). They are not wired into the proxy yet: every response
+//! still streams through unchanged.
 //!
 //! The seam: `proxy::forward` writes the response head (`write_response_head`)
 //! and then copies the body (`copy_length` / `copy_chunked` /
@@ -9,3 +13,5 @@
 
 pub mod codec;
 pub mod csp;
+pub mod decide;
+pub mod html;
