@@ -193,7 +193,12 @@ fn sighup_reopens_the_event_file() {
     let moved = p.dir.path().join("events.ndjson.moved");
     std::fs::rename(&p.log_path, &moved).expect("rename");
     p.signal(libc::SIGHUP);
-    std::thread::sleep(Duration::from_millis(300));
+    // The sink reopens the path at once, creating a fresh file.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !p.log_path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(p.log_path.exists(), "SIGHUP did not reopen the event file");
     get(p.addr, "/px.gif?e=after");
     let ev = p.wait_events(1);
     assert_eq!(ev.len(), 1);
@@ -280,7 +285,17 @@ fn epoll_fallback_when_io_uring_is_unavailable() {
         ("FORWARD_DESTINATION", &origin.url()),
         ("MONOIO_FORCE_LEGACY_DRIVER", "1"),
     ]);
-    assert!(p.logs().contains("\"driver\":\"epoll\""), "{}", p.logs());
+    // The core logs its driver right after reporting to the main thread,
+    // so the line may follow "listening".
+    assert!(
+        p.wait_log(
+            &["core started", "\"driver\":\"epoll\""],
+            Duration::from_secs(5)
+        )
+        .is_some(),
+        "{}",
+        p.logs()
+    );
     assert_eq!(get(p.addr, "/").text(), "hi");
     assert_eq!(get(p.addr, "/px.gif").status, 200);
     assert_eq!(p.wait_events(1).len(), 1);

@@ -40,6 +40,9 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     let mut out = Vec::with_capacity(4096);
     let mut upgraded = None;
     let mut first = true;
+    // Whether we end the connection after answering (rather than the
+    // client leaving): then the close lingers, see `linger_close`.
+    let mut answered_last = false;
     loop {
         let head = match read_head(&core, &mut conn, first).await {
             Ok(h) => h,
@@ -49,6 +52,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
                 Response::text(status, why).closing().write(&mut out, false);
                 let _ = conn.send(&mut out).await;
                 core.metrics.request(Route::Rejected, status, t0.elapsed());
+                answered_last = true;
                 break;
             }
         };
@@ -72,6 +76,7 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
             }
         };
         if !keep || core.draining() {
+            answered_last = upgraded.is_none();
             break;
         }
     }
@@ -79,6 +84,8 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     core.metrics.bytes_sent.add(conn.bytes_out);
     if let Some(origin) = upgraded {
         forward::tunnel(conn, origin, core.shared.cfg.tunnel_idle_timeout).await;
+    } else if answered_last {
+        linger_close(&mut conn).await;
     }
     core.metrics.connections_open.add(-1);
     core.open.set(core.open.get().saturating_sub(1));
@@ -147,6 +154,28 @@ async fn read_head(core: &Core, conn: &mut Conn, first: bool) -> Result<RequestH
         };
         if n == 0 {
             return Err(HeadFailure::Gone);
+        }
+    }
+}
+
+/// Closes after our last response the way web servers do ("lingering
+/// close"): stop sending, then read and discard what the client still sends
+/// (at most 1 MiB, for at most a second). Closing with unread input makes
+/// the kernel send a reset, which can destroy the response (a 413, a 400)
+/// before the client has read it.
+async fn linger_close(conn: &mut Conn) {
+    use monoio::io::AsyncWriteRent;
+    if conn.stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut discarded = 0usize;
+    while discarded < 1024 * 1024 {
+        conn.buf.clear();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, conn.read_more()).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
         }
     }
 }

@@ -172,8 +172,8 @@ fn core_thread(
             }
         };
         let local = listener.local_addr().unwrap_or(addr);
-        let _ = report.send(Ok((local, driver)));
         info!("core started", core = id, driver = driver, pinned = pinned);
+        let _ = report.send(Ok((local, driver)));
         if id == 0 && core.shared.cfg.test_mode {
             let c = Rc::clone(&core);
             monoio::spawn(async move {

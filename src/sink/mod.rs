@@ -258,7 +258,7 @@ impl SinkHandle {
             return Err(SubmitError::Closed);
         };
         let lanes = &self.inner.lanes;
-        if lanes.iter().any(|l| l.tx.len() >= l.capacity) {
+        if self.is_full() {
             return Err(SubmitError::Full);
         }
         let mut accepted = 0usize;
@@ -294,6 +294,12 @@ impl SinkHandle {
             }
         }
         Ok(())
+    }
+
+    /// Whether a submit would be refused right now because some sink's queue
+    /// is full (`/readyz` reports it: events cannot be accepted at all).
+    pub fn is_full(&self) -> bool {
+        self.inner.lanes.iter().any(|l| l.tx.len() >= l.capacity)
     }
 
     /// A handle backed by one in-memory channel and no sink thread, for tests

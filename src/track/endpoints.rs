@@ -457,8 +457,9 @@ impl Tracker {
     }
 
     /// `/readyz`: 200 while trackgate can proxy and accept events, with each
-    /// sink's state; 503 while draining; with `strict=1`, 503 when any sink
-    /// is unhealthy (GoTrack's meaning). A sink outage alone does not take
+    /// sink's state; 503 while draining or while a full sink queue refuses
+    /// every event; with `strict=1`, 503 when any sink is unhealthy
+    /// (GoTrack's meaning). A sink outage alone does not take
     /// the website out of a load balancer.
     fn ready(&self, head: &RequestHead) -> Response {
         let strict = pixel::query_param(head.query().unwrap_or(b""), b"strict")
@@ -486,13 +487,16 @@ impl Tracker {
             crate::http::response::push_u64(&mut sinks, stats.queue_depth.get().max(0) as u64);
             sinks.push(b'}');
         }
-        let status = if draining || (strict && !all_healthy) {
+        let refusing = self.sinks.is_full();
+        let status = if draining || refusing || (strict && !all_healthy) {
             503
         } else {
             200
         };
         let word: &[u8] = if draining {
             b"\"draining\""
+        } else if refusing {
+            b"\"refusing_events\""
         } else if all_healthy {
             b"\"ready\""
         } else {
