@@ -427,8 +427,9 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     if size.is_empty() || size.len() > 15 {
         return None;
     }
-    size.iter()
-        .try_fold(0u64, |acc, &b| Some(acc * 16 + u64::from(hex_val(b)?)))
+    size.iter().try_fold(0u64, |acc, &b| {
+        Some(acc * 16 + u64::from(crate::track::pixel::hex_val(b)?))
+    })
 }
 
 fn wants_keep_alive(head: &Head) -> bool {
@@ -1409,15 +1410,6 @@ fn trim_ows(bytes: &[u8]) -> &[u8] {
         .rposition(|&b| b != b' ' && b != b'\t')
         .map_or(start, |i| i + 1);
     &bytes[start..end]
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// Escapes text for HTML element content and quoted attribute values.

@@ -45,8 +45,9 @@ pub const GIF: [u8; 43] = [
     0x3b, // trailer
 ];
 
+/// The value of one hex digit.
 #[inline]
-fn hex_val(b: u8) -> Option<u8> {
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
