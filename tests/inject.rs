@@ -476,3 +476,130 @@ fn inject_off_leaves_pages_alone() {
     let seen = o.requests().pop().expect("seen");
     assert_eq!(seen.header("accept-encoding").as_deref(), Some("br"));
 }
+
+#[test]
+fn every_chunk_split_gives_the_same_page() {
+    // The origin splits the page into chunks of the size in the path.
+    let o = Origin::start(|req, s| {
+        let size: usize = req
+            .request_line()
+            .split(['/', ' '])
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        for part in PAGE.as_bytes().chunks(size) {
+            let _ = s.write_all(format!("{:x}\r\n", part.len()).as_bytes());
+            let _ = s.write_all(part);
+            let _ = s.write_all(b"\r\n");
+            let _ = s.flush();
+        }
+        s.write_all(b"0\r\n\r\n").is_ok()
+    });
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &o.url()),
+        ("INJECT_TAIL_BYTES", "16"),
+    ]);
+    let mut want: Option<String> = None;
+    for size in 1..=PAGE.len() {
+        let raw = format!(
+            "GET /{size} HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nUser-Agent: {UA}\r\nCache-Control: x\r\nConnection: close\r\n\r\n"
+        );
+        let r = http(p.addr, raw.as_bytes());
+        assert_injected_once(&r.body);
+        // Equal up to the per-response pageview id and token.
+        let text = r.text();
+        let cut = text.find("{\"endpoint\"").expect("config");
+        let end = text.find("</script>").expect("end");
+        let norm = format!("{}{}", &text[..cut], &text[end..]);
+        let norm = norm.split("pv=").next().expect("pv").to_string();
+        match &want {
+            None => want = Some(norm),
+            Some(w) => assert_eq!(&norm, w, "split {size}"),
+        }
+    }
+}
+
+#[test]
+fn twenty_megabyte_pages_pass_through() {
+    let mut page = b"<html><body>".to_vec();
+    while page.len() < 20 << 20 {
+        page.extend_from_slice(b"<p>Lorem ipsum dolor sit amet, consectetur adipiscing.</p>\n");
+    }
+    page.extend_from_slice(b"</body></html>");
+    // Identity: streamed, injected at the end.
+    let o = html_origin("", page.clone());
+    let p = start(&o);
+    let r = page_req(&p, "GET", "");
+    assert!(r.body.starts_with(&page[..page.len() - 14]));
+    assert_eq!(r.text().matches("id=\"trackgate-config\"").count(), 1);
+    assert!(r.body.ends_with(b"</noscript></body></html>"));
+
+    // gzip: decodes to more than INJECT_MAX_BYTES, so it goes out as it came.
+    let gz = encode(Coding::Gzip, &page);
+    let o = gzip_origin("gzip", gz.clone());
+    let p = start(&o);
+    let r = page_req(&p, "GET", "Accept-Encoding: gzip\r\n");
+    assert!(r.body == gz);
+    assert_eq!(r.header("etag"), Some("W/\"w\""));
+    assert_eq!(
+        r.header("content-length"),
+        Some(gz.len().to_string().as_str())
+    );
+}
+
+#[test]
+fn csp_script_src_elem_and_two_policies() {
+    let hash = trackgate::inject::snippet::tracker_sha256_b64();
+    // script-src-elem governs; script-src is left alone.
+    let o = html_origin(
+        "Content-Security-Policy: script-src 'none'; script-src-elem 'self'\r\n",
+        PAGE.as_bytes().to_vec(),
+    );
+    let p = start(&o);
+    let r = page_req(&p, "GET", "");
+    assert_injected_once(&r.body);
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some(format!("script-src 'none'; script-src-elem 'self' 'sha256-{hash}'").as_str())
+    );
+
+    // Two headers: both must allow the script; report-only is left alone.
+    let o = html_origin(
+        "Content-Security-Policy: default-src 'self'\r\nContent-Security-Policy: script-src 'self' 'unsafe-inline'\r\nContent-Security-Policy-Report-Only: script-src 'none'\r\n",
+        PAGE.as_bytes().to_vec(),
+    );
+    let p = start(&o);
+    let r = page_req(&p, "GET", "");
+    assert_injected_once(&r.body);
+    let csps: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-security-policy"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        csps,
+        [
+            format!("default-src 'self' 'sha256-{hash}'").as_str(),
+            "script-src 'self' 'unsafe-inline'"
+        ]
+    );
+    assert_eq!(
+        r.header("content-security-policy-report-only"),
+        Some("script-src 'none'")
+    );
+}
+
+#[test]
+fn origin_dying_inside_a_compressed_page_is_a_502() {
+    let o = Origin::start(|_req, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\nContent-Length: 1000\r\n\r\nabc");
+        false
+    });
+    let p = start(&o);
+    let r = page_req(&p, "GET", "Accept-Encoding: gzip\r\n");
+    assert_eq!(r.status, 502);
+}

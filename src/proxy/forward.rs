@@ -258,6 +258,10 @@ pub async fn forward(
                 keep_client: head.keep_alive() && !core.draining(),
             };
             let done = inject::serve(job, client, &mut origin, enc).await;
+            if done.nothing_sent {
+                core.metrics.upstream_error(UpstreamError::Closed);
+                return reply(client, fail(502), head).await;
+            }
             (done.result, done.keep_client)
         }
         None => match plain_copy(core, client, &mut origin, head, &resp, &edits).await {

@@ -187,6 +187,9 @@ pub(crate) struct Job<'a> {
 pub(crate) struct Done {
     pub result: Result<(), Side>,
     pub keep_client: bool,
+    /// The origin failed before any byte went to the client (a compressed
+    /// body being buffered): the client can still get an error response.
+    pub nothing_sent: bool,
 }
 
 /// Serves the body of an eligible response in `enc`, injected if possible.
@@ -259,6 +262,7 @@ async fn pass_through(
     Done {
         result,
         keep_client: keep,
+        nothing_sent: false,
     }
 }
 
@@ -426,6 +430,7 @@ async fn identity(
     Done {
         result,
         keep_client: keep,
+        nothing_sent: false,
     }
 }
 
@@ -459,12 +464,11 @@ async fn compressed(
             Ok(true) => {}
             Ok(false) => break,
             Err(side) => {
-                // Nothing was sent yet: the client gets a 502 from the caller
-                // only if we say so; the bytes we have are incomplete, so
-                // close after sending what the origin sent.
+                // Nothing was sent yet: the caller answers 502.
                 return Done {
                     result: Err(side),
                     keep_client: false,
+                    nothing_sent: true,
                 };
             }
         }
@@ -512,6 +516,7 @@ async fn compressed(
             Done {
                 result,
                 keep_client: keep,
+                nothing_sent: false,
             }
         }
         Err(r) => {
