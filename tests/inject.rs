@@ -603,3 +603,37 @@ fn origin_dying_inside_a_compressed_page_is_a_502() {
     let r = page_req(&p, "GET", "Accept-Encoding: gzip\r\n");
     assert_eq!(r.status, 502);
 }
+
+#[test]
+fn http10_client_gets_a_close_delimited_injected_page_and_metrics_count() {
+    let o = html_origin("", PAGE.as_bytes().to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &o.url()),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let raw = format!("GET / HTTP/1.0\r\nHost: a\r\nAccept: text/html\r\nUser-Agent: {UA}\r\n\r\n");
+    let r = http(p.addr, raw.as_bytes());
+    assert_eq!(r.header("transfer-encoding"), None);
+    assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_injected_once(&r.body);
+    let _ = p.wait_events(1);
+    let m = scrape(p.metrics_addr());
+    assert_eq!(
+        metric(&m, r#"trackgate_inject_total{result="injected"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, r#"trackgate_inject_total{result="csp_meta_no_nonce"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&m, r#"trackgate_tokens_issued_total{kind="p"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, r#"trackgate_events_total{source="server"}"#),
+        Some(1.0)
+    );
+}
