@@ -71,9 +71,8 @@ fn decode(coding: Coding, data: &[u8]) -> Vec<u8> {
 fn assert_injected_once(body: &[u8]) {
     let s = String::from_utf8_lossy(body);
     assert_eq!(s.matches("id=\"trackgate-config\"").count(), 1, "{s}");
-    let at = s
-        .find("<script type=\"application/json\"")
-        .expect("snippet");
+    let cfg = s.find("id=\"trackgate-config\"").expect("snippet");
+    let at = s[..cfg].rfind("<script").expect("script tag");
     let noscript_end = s.find("</noscript>").expect("noscript") + "</noscript>".len();
     assert_eq!(&s[noscript_end..], "</body></html>\n", "{s}");
     assert!(s[..at].ends_with("<!-- </body> -->"), "{s}");
@@ -634,6 +633,57 @@ fn http10_client_gets_a_close_delimited_injected_page_and_metrics_count() {
     );
     assert_eq!(
         metric(&m, r#"trackgate_events_total{source="server"}"#),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn meta_csp_nonce_is_reused_and_meta_without_nonce_skips_compressed_pages() {
+    let page = PAGE.replace(
+        "<title>",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'nonce-m3ta'\"><title>",
+    );
+    let o = html_origin("", page.into_bytes());
+    let p = start(&o);
+    let r = page_req(&p, "GET", "");
+    assert_injected_once(&r.body);
+    assert_eq!(r.text().matches("<script nonce=\"m3ta\"").count(), 2);
+
+    let page = PAGE.replace(
+        "<title>",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\"><title>",
+    );
+    let gz = encode(Coding::Gzip, page.as_bytes());
+    let o = gzip_origin("gzip", gz.clone());
+    let p = start(&o);
+    let r = page_req(&p, "GET", "Accept-Encoding: gzip\r\n");
+    assert!(r.body == gz);
+}
+
+#[test]
+fn over_the_core_budget_the_page_goes_out_unchanged() {
+    // ~20 KB compressed: its decode bound (100x) is over a 1 MiB budget.
+    let mut page = b"<html><body>".to_vec();
+    let mut x: u32 = 1;
+    while page.len() < 40_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        page.extend_from_slice(format!("<i>{x:x}</i>").as_bytes());
+    }
+    page.extend_from_slice(b"</body></html>");
+    let gz = encode(Coding::Gzip, &page);
+    assert!(gz.len() > 11 * 1024, "{}", gz.len());
+    let o = gzip_origin("gzip", gz.clone());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &o.url()),
+        ("INJECT_CORE_BUDGET_MB", "1"),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let r = page_req(&p, "GET", "Accept-Encoding: gzip\r\n");
+    assert!(r.body == gz);
+    let m = scrape(p.metrics_addr());
+    assert_eq!(
+        metric(&m, r#"trackgate_inject_total{result="budget"}"#),
         Some(1.0)
     );
 }

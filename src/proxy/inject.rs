@@ -551,14 +551,11 @@ fn rewrite(
         ..Limits::default()
     };
     let mut codec = st.codec.borrow_mut();
+    // The decode may grow its output up to `cap`: hold that first, then
+    // only what the decoded page and its injected and re-encoded copies
+    // really need.
     let cap = limits.output_cap(body.len());
-    // Decoded, injected and re-encoded copies, at most.
-    let snippet_room = 4096;
-    let need = cap
-        .saturating_mul(2)
-        .saturating_add(codec.encode_bound(Coding::Gzip, cap + snippet_room))
-        .saturating_add(snippet_room * 2);
-    if !res.try_grow(need) {
+    if !res.try_grow(cap) {
         return Err(InjectResult::Budget);
     }
     let mut doc = Vec::new();
@@ -569,6 +566,12 @@ fn rewrite(
         _ => codec.decode_deflate_any(body, &limits, &mut doc),
     }
     .map_err(decode_result)?;
+    let snippet_room = 4096;
+    let page_len = doc.len() + snippet_room;
+    res.shrink_to(body.len() + doc.capacity());
+    if !res.try_grow(page_len.saturating_add(codec.encode_bound(coding, page_len))) {
+        return Err(InjectResult::Budget);
+    }
     let metas = csp::find_meta_csps(&doc);
     let m: Vec<&str> = metas.iter().map(String::as_str).collect();
     let plan = csp::plan(csp_headers, &m, &st.tracker_hash);
