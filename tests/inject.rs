@@ -317,7 +317,7 @@ fn chunked_origin_is_injected() {
 
 #[test]
 fn head_204_304_get_no_body_and_no_injection() {
-    let o = html_origin("", PAGE.as_bytes().to_vec());
+    let o = html_origin("ETag: \"h\"\r\n", PAGE.as_bytes().to_vec());
     let p = start(&o);
     let mut c = Client::connect(p.addr);
     let r = c.request(
@@ -326,6 +326,8 @@ fn head_204_304_get_no_body_and_no_injection() {
     );
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-length"), None);
+    assert_eq!(r.header("etag"), Some("W/\"h\""));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
     // The connection is still in sync: no body followed.
     let r =
         c.request(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nConnection: close\r\n\r\n");

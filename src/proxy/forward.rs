@@ -239,7 +239,11 @@ pub async fn forward(
     let mut inject_enc = None;
     if cfg.inject {
         if head.method() == Method::Head {
-            edits.drop_content_length = decide::eligible_except_method(head, &resp).is_ok();
+            // The headers mirror the GET's (weak ETag, no digests, Vary),
+            // so a cache updating a stored page from them stays right.
+            let injectable = decide::eligible_except_method(head, &resp).is_ok();
+            edits.drop_content_length = injectable;
+            edits.rewritten = injectable;
         } else {
             match decide::eligible(head, &resp) {
                 Ok(enc) => inject_enc = Some(enc),
