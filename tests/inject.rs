@@ -295,6 +295,8 @@ fn br_and_other_skips_come_back_byte_for_byte() {
     let p = start(&o);
     let r = page_req(&p, "GET", "");
     assert!(r.body == frag, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(p.events().is_empty(), "no page_served for a fragment");
 }
 
 #[test]

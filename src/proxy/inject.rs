@@ -409,14 +409,15 @@ async fn identity(
                 inj.finish(b"", &mut piece);
                 job.core.metrics.inject(r);
             }
+            // A fragment: no token is minted for it.
+            None if !inj.clone().finish(b"", &mut Vec::new()).injected() => {
+                inj.finish(b"", &mut piece);
+                job.core.metrics.inject(InjectResult::NoDocumentMarkup);
+            }
             None => {
                 let (snip, page) = build_snippet(job, mint, plan.action.nonce());
                 let placement = inj.finish(&snip, &mut piece);
-                if placement.injected() {
-                    injected(job, page.as_ref(), placement, "identity", &plan);
-                } else {
-                    job.core.metrics.inject(InjectResult::NoDocumentMarkup);
-                }
+                injected(job, page.as_ref(), placement, "identity", &plan);
             }
         }
         emit(client, piece, chunked, &mut scratch).await?;
