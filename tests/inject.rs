@@ -425,6 +425,20 @@ fn shared_cacheable_page_carries_no_token() {
     let ev = p.wait_events(1);
     assert_eq!(ev[0]["type"], "page_served");
     assert_eq!(ev[0]["pageview_id"], serde_json::Value::Null);
+
+    // no-cache is not shared-cacheable, but a shared cache may still store
+    // it: the per-client page is marked private.
+    let o = html_origin("Cache-Control: no-cache\r\n", PAGE.as_bytes().to_vec());
+    let p = start(&o);
+    let r = page_req(&p, "GET", "");
+    assert!(config_of(&r.body)["token"].is_string());
+    let cc: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("cache-control"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cc, ["no-cache", "private"]);
 }
 
 fn rss_kib(pid: u32) -> u64 {

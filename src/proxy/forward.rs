@@ -544,7 +544,8 @@ pub(crate) struct Edits<'a> {
     pub drop_content_encoding: bool,
     /// New values for the `Content-Security-Policy` headers, in order.
     pub csp: Option<&'a [Vec<u8>]>,
-    /// Add `Cache-Control: private`.
+    /// Add a `Cache-Control: private` field (beside any the origin sent:
+    /// the fields combine into one directive list).
     pub add_private: bool,
 }
 

@@ -212,8 +212,20 @@ pub(crate) async fn serve(
 /// go with it.
 fn per_client(job: &Job<'_>) -> (bool, bool) {
     let shared = decide::shared_cacheable(job.resp, clock::unix_millis() / 1000);
-    let add_private = !shared && job.resp.header(b"cache-control").is_none();
+    let add_private = !shared && !never_shared(job.resp);
     (!shared, add_private)
+}
+
+/// The response already keeps every shared cache away: an unqualified
+/// `private` or a `no-store` directive. (`no-cache` does not: a shared
+/// cache may store the page and serve it after revalidation.)
+fn never_shared(resp: &ResponseHead) -> bool {
+    resp.headers_named(b"cache-control").any(|v| {
+        v.split(|&b| b == b',').any(|d| {
+            let d = d.trim_ascii();
+            d.eq_ignore_ascii_case(b"private") || d.eq_ignore_ascii_case(b"no-store")
+        })
+    })
 }
 
 /// The head of a response whose body goes out unchanged (a bound was hit
