@@ -22,7 +22,7 @@ pub const TRACKER_JS: &str = concat!(
     "var s=w.crypto&&w.crypto.subtle;",
     "if(!s||!w.fetch||!w.TextEncoder){px();return}",
     "var E=new TextEncoder;",
-    "function send(t){var b=JSON.stringify({type:\"pageview\",url:location.href,referrer:d.referrer||null}),",
+    "function send(t){var b=JSON.stringify({type:\"pageview\",url:location.href,referrer:d.referrer||void 0}),",
     "i=t.lastIndexOf(\".\");",
     "return s.importKey(\"raw\",E.encode(t.slice(i+1)),{name:\"HMAC\",hash:\"SHA-256\"},false,[\"sign\"])",
     ".then(function(k){return s.sign(\"HMAC\",k,E.encode(b))})",
