@@ -56,6 +56,11 @@ pub const VARS: &[Var] = &[
     v("MAX_BODY_BYTES", "1048576", "largest collect body accepted (413 above)"),
     v("MAX_BATCH_EVENTS", "100", "most events in one collect body (413 above)"),
     v("TRACK_PREFIX", "", "path prefix for every tracking endpoint, e.g. /_t"),
+    v("INJECT", "on", "inject the tracking snippet into HTML pages: on | off"),
+    v("INJECT_TAIL_BYTES", "65536", "identity HTML: bytes held back to find the last </body>"),
+    v("INJECT_MAX_BYTES", "4194304", "compressed HTML: most decoded bytes per page (larger pages pass through)"),
+    v("INJECT_CORE_BUDGET_MB", "64", "compressed HTML: memory per core for all pages being rewritten at once"),
+    v("INJECT_GZIP_LEVEL", "6", "re-encoding level for gzip/deflate pages, 1 to 12"),
     v("CORS_ORIGINS", "", "comma list of origins allowed to call the tracking endpoints (* for any)"),
     v("COOKIE_NAME", "_tg_sid", "session cookie name"),
     v("COOKIE_DOMAIN", "", "session cookie Domain attribute"),
@@ -149,6 +154,13 @@ pub struct Config {
     /// Normalised: empty, or `/something` without a trailing slash.
     pub track_prefix: String,
     pub cors_origins: Vec<String>,
+    /// `INJECT`: rewrite HTML pages at all.
+    pub inject: bool,
+    pub inject_tail_bytes: usize,
+    pub inject_max_bytes: usize,
+    /// `INJECT_CORE_BUDGET_MB` in bytes.
+    pub inject_core_budget: usize,
+    pub inject_gzip_level: i32,
     pub cookie_name: String,
     pub cookie_domain: Option<String>,
     pub cookie_mode: bool,
@@ -610,6 +622,24 @@ impl Config {
             ));
         }
 
+        let inject = {
+            let raw = r.string("INJECT");
+            match raw.to_ascii_lowercase().as_str() {
+                "on" => true,
+                "off" => false,
+                _ => return Err(err("INJECT", &raw, "on or off")),
+            }
+        };
+        let inject_gzip_level: i32 =
+            r.parse("INJECT_GZIP_LEVEL", "a level from 1 to 12", Some(1))?;
+        if inject_gzip_level > 12 {
+            return Err(err(
+                "INJECT_GZIP_LEVEL",
+                &r.string("INJECT_GZIP_LEVEL"),
+                "a level from 1 to 12",
+            ));
+        }
+
         let log_level: LogLevel = {
             let raw = r.string("LOG_LEVEL");
             raw.parse()
@@ -647,6 +677,13 @@ impl Config {
             max_batch_events: r.parse("MAX_BATCH_EVENTS", "a count, at least 1", Some(1))?,
             track_prefix: parse_prefix(&r.string("TRACK_PREFIX"))?,
             cors_origins,
+            inject,
+            inject_tail_bytes: r.parse("INJECT_TAIL_BYTES", "bytes, at least 1", Some(1))?,
+            inject_max_bytes: r.parse("INJECT_MAX_BYTES", "bytes, at least 1", Some(1))?,
+            inject_core_budget: r
+                .parse::<usize>("INJECT_CORE_BUDGET_MB", "megabytes, at least 1", Some(1))?
+                .saturating_mul(1024 * 1024),
+            inject_gzip_level,
             cookie_name,
             cookie_domain,
             cookie_mode,
@@ -728,6 +765,11 @@ mod tests {
         assert!(!c.metrics_enabled);
         assert!(c.preserve_host);
         assert_eq!(c.track_prefix, "");
+        assert!(c.inject);
+        assert_eq!(c.inject_tail_bytes, 65536);
+        assert_eq!(c.inject_max_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.inject_core_budget, 64 * 1024 * 1024);
+        assert_eq!(c.inject_gzip_level, 6);
         assert_eq!(c.ip_mode, IpMode::Full);
         assert_eq!(
             c.ip_hash_secret,
@@ -808,6 +850,12 @@ mod tests {
             ("FLUSH_INTERVAL_MS", "0"),
             ("TOKEN_TTL_S", "99999999999999999999"),
             ("FORWARD_DESTINATION", "http://host/a b"),
+            ("INJECT", "maybe"),
+            ("INJECT_TAIL_BYTES", "0"),
+            ("INJECT_MAX_BYTES", "lots"),
+            ("INJECT_CORE_BUDGET_MB", "0"),
+            ("INJECT_GZIP_LEVEL", "0"),
+            ("INJECT_GZIP_LEVEL", "13"),
         ] {
             let e = load(Mode::Serve, &with(&[(var, val)])).expect_err(var);
             assert_eq!(e.var, var, "{var}={val}");

@@ -246,7 +246,14 @@ fn demo_serves_the_site_and_records_events() {
         get(p.addr, "/px.gif?e=pageview&url=http%3A%2F%2Flocalhost%2F").status,
         200
     );
-    assert_eq!(p.wait_events(1).len(), 1);
+    // The pixel's event, and a page_served event for each injected page.
+    let ev = p.wait_events(3);
+    assert_eq!(ev.iter().filter(|e| e["source"] == "pixel").count(), 1);
+    assert_eq!(
+        ev.iter().filter(|e| e["type"] == "page_served").count(),
+        ev.len() - 1,
+        "{ev:?}"
+    );
     // The generated secret is mentioned, never printed.
     assert!(p.logs().contains("HMAC_SECRET"));
 }

@@ -3,7 +3,8 @@
 //! scrape thread reads every core's copy and sums them.
 
 use super::labels::{
-    AuthFailure, DropReason, EventSource, Route, StatusClass, TokenKind, UpstreamError,
+    AuthFailure, DropReason, EventSource, InjectResult, Route, StatusClass, TokenKind,
+    UpstreamError,
 };
 use super::prim::{Counter, Gauge, Histogram};
 
@@ -31,6 +32,8 @@ pub struct CoreMetrics {
     pub auth_failures: [Counter; AuthFailure::COUNT],
     /// `tokens_issued_total{kind}`.
     pub tokens_issued: [Counter; TokenKind::COUNT],
+    /// `inject_total{result}`: HTML responses injected or skipped, by reason.
+    pub inject: [Counter; InjectResult::COUNT],
     /// `upstream_requests_total{status_class}`.
     pub upstream_requests: [Counter; StatusClass::COUNT],
     /// `upstream_duration_seconds` (request sent → response head received).
@@ -68,6 +71,11 @@ impl CoreMetrics {
     #[inline]
     pub fn token_issued(&self, kind: TokenKind) {
         self.tokens_issued[kind.index()].inc();
+    }
+
+    #[inline]
+    pub fn inject(&self, result: InjectResult) {
+        self.inject[result.index()].inc();
     }
 
     #[inline]

@@ -104,6 +104,33 @@ label_enum!(
 );
 
 label_enum!(
+    /// What became of an HTML response that injection looked at
+    /// (`inject_total{result}`): injected, or why not.
+    InjectResult {
+        Injected => "injected",
+        NotGet => "not_get",
+        Status => "status",
+        NotHtml => "not_html",
+        ContentRange => "content_range",
+        Attachment => "attachment",
+        NoTransform => "no_transform",
+        NotDocument => "not_document",
+        StackedEncoding => "stacked_encoding",
+        UnsupportedEncoding => "unsupported_encoding",
+        NoDocumentMarkup => "no_document_markup",
+        CspMetaNoNonce => "csp_meta_no_nonce",
+        CspMetaNonceConflict => "csp_meta_nonce_conflict",
+        CspHashWouldBlockStyles => "csp_hash_would_block_styles",
+        CspBadTrackerHash => "csp_bad_tracker_hash",
+        TooLarge => "too_large",
+        RatioExceeded => "ratio_exceeded",
+        Corrupt => "corrupt",
+        Budget => "budget",
+        EncodeError => "encode_error",
+    }
+);
+
+label_enum!(
     /// What went wrong talking to the origin.
     UpstreamError {
         Dns => "dns",

@@ -20,8 +20,8 @@ pub use expose::{serve, MetricsServer};
 
 use self::core::CoreMetrics;
 use self::labels::{
-    AuthFailure, DropReason, EventSource, Route, Sink, SinkFailure, StatusClass, TokenKind,
-    UpstreamError,
+    AuthFailure, DropReason, EventSource, InjectResult, Route, Sink, SinkFailure, StatusClass,
+    TokenKind, UpstreamError,
 };
 use self::prim::{Counter, Histogram, BUCKETS};
 use self::sinks::{SinkHealth, SinkStats};
@@ -126,6 +126,8 @@ specs! {
         "Signed requests refused, by reason.";
     TOKENS_ISSUED: Counter "tokens_issued_total" ["kind"]
         "tg1 tokens handed out, by kind (p: page, f: fetched).";
+    INJECT: Counter "inject_total" ["result"]
+        "HTML responses considered for injection: injected, or why not.";
     UPSTREAM_REQUESTS: Counter "upstream_requests_total" ["status_class"]
         "Responses received from the origin, by HTTP status class.";
     UPSTREAM_DURATION: Histogram "upstream_duration_seconds" []
@@ -348,6 +350,14 @@ impl Registry {
             |s| s.index(),
             &cores,
             |m| &m.tokens_issued[..],
+        ));
+        out.push(labelled(
+            &INJECT,
+            InjectResult::ALL,
+            |s| s.as_str(),
+            |s| s.index(),
+            &cores,
+            |m| &m.inject[..],
         ));
         out.push(labelled(
             &UPSTREAM_REQUESTS,

@@ -13,9 +13,11 @@ use crate::debug;
 use crate::http::chunked::{write_chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 use crate::http::head::{parse_response, Framing, Method, RequestHead, ResponseHead};
 use crate::http::response::{push_u64, Response};
+use crate::inject::decide;
 use crate::metrics::labels::{StatusClass, UpstreamError};
 use crate::net::Conn;
 use crate::proxy::hop::drop_header;
+use crate::proxy::inject;
 use crate::server::cores::Core;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use std::net::IpAddr;
@@ -186,7 +188,7 @@ pub async fn forward(
         }
         if status != 100 && head.version_minor() == 1 {
             let mut out = Vec::with_capacity(512);
-            write_response_head(&mut out, &resp, None, false, false);
+            write_response_head(&mut out, &resp, None, false, false, &Edits::NONE);
             let (res, _) = client.write_all(out).await;
             if res.is_err() {
                 return Forwarded {
@@ -217,7 +219,7 @@ pub async fn forward(
             return reply(client, fail(502), head).await;
         }
         let mut out = Vec::with_capacity(512);
-        write_response_head(&mut out, &resp, None, false, false);
+        write_response_head(&mut out, &resp, None, false, false, &Edits::NONE);
         let (res, _) = client.write_all(out).await;
         if res.is_err() {
             return Forwarded {
@@ -231,41 +233,50 @@ pub async fn forward(
         };
     }
 
-    // Framing toward the client. HTTP/1.0 clients cannot take chunked.
-    let client_11 = head.version_minor() == 1;
-    let origin_framing = resp.framing();
-    let (out_framing, close_delimited) = match origin_framing {
-        Framing::None => (OutFraming::AsIs, false),
-        Framing::Length(n) => (OutFraming::Length(n), false),
-        Framing::Chunked | Framing::UntilClose if client_11 => (OutFraming::Chunked, false),
-        Framing::Chunked | Framing::UntilClose => (OutFraming::Close, true),
-    };
-    let mut keep_client = head.keep_alive() && !close_delimited && !core.draining();
-    let mut out = Vec::with_capacity(1024);
-    let keep_alive_10 = keep_client && head.version_minor() == 0;
-    write_response_head(
-        &mut out,
-        &resp,
-        Some(out_framing),
-        !keep_client,
-        keep_alive_10,
-    );
-    if let Err(()) = client.send(&mut out).await.map_err(|_| ()) {
-        return Forwarded {
-            status,
-            outcome: Outcome::Close,
-        };
+    // HTML injection: an eligible page takes the injection path; a HEAD
+    // response to one loses its Content-Length (the GET's body differs).
+    let mut edits = Edits::NONE;
+    let mut inject_enc = None;
+    if cfg.inject {
+        if head.method() == Method::Head {
+            // The headers mirror the GET's (weak ETag, no digests, Vary),
+            // so a cache updating a stored page from them stays right.
+            let injectable = decide::eligible_except_method(head, &resp).is_ok();
+            edits.drop_content_length = injectable;
+            edits.rewritten = injectable;
+        } else {
+            match decide::eligible(head, &resp) {
+                Ok(enc) => inject_enc = Some(enc),
+                Err(skip) => core.metrics.inject(inject::skip_result(skip)),
+            }
+        }
     }
-    let reframe = out_framing == OutFraming::Chunked;
-    let copied = match origin_framing {
-        Framing::None => Ok(()),
-        Framing::Length(n) => {
-            copy_length(&mut origin, client, n, cfg.upstream_timeout, reframe).await
+    let origin_framing = resp.framing();
+    let (copied, mut keep_client) = match inject_enc {
+        Some(enc) => {
+            let job = inject::Job {
+                core,
+                head,
+                resp: &resp,
+                peer,
+                keep_client: head.keep_alive() && !core.draining(),
+            };
+            let done = inject::serve(job, client, &mut origin, enc).await;
+            if done.nothing_sent {
+                core.metrics.upstream_error(UpstreamError::Closed);
+                return reply(client, fail(502), head).await;
+            }
+            (done.result, done.keep_client)
         }
-        Framing::Chunked => copy_chunked(&mut origin, client, cfg.upstream_timeout, reframe).await,
-        Framing::UntilClose => {
-            copy_until_close(&mut origin, client, cfg.upstream_timeout, reframe).await
-        }
+        None => match plain_copy(core, client, &mut origin, head, &resp, &edits).await {
+            Some(x) => x,
+            None => {
+                return Forwarded {
+                    status,
+                    outcome: Outcome::Close,
+                }
+            }
+        },
     };
     let origin_ok = match copied {
         Ok(()) => true,
@@ -295,6 +306,52 @@ pub async fn forward(
             Outcome::Close
         },
     }
+}
+
+/// Sends the response head and copies the body unchanged (re-framed for
+/// the client). `None` when the head could not be written.
+async fn plain_copy(
+    core: &Core,
+    client: &mut Conn,
+    origin: &mut Conn,
+    head: &RequestHead,
+    resp: &ResponseHead,
+    edits: &Edits<'_>,
+) -> Option<(Result<(), Side>, bool)> {
+    let cfg = &core.shared.cfg;
+    // Framing toward the client. HTTP/1.0 clients cannot take chunked.
+    let client_11 = head.version_minor() == 1;
+    let origin_framing = resp.framing();
+    let (out_framing, close_delimited) = match origin_framing {
+        Framing::None => (OutFraming::AsIs, false),
+        Framing::Length(n) => (OutFraming::Length(n), false),
+        Framing::Chunked | Framing::UntilClose if client_11 => (OutFraming::Chunked, false),
+        Framing::Chunked | Framing::UntilClose => (OutFraming::Close, true),
+    };
+    let keep_client = head.keep_alive() && !close_delimited && !core.draining();
+    let mut out = Vec::with_capacity(1024);
+    let keep_alive_10 = keep_client && head.version_minor() == 0;
+    write_response_head(
+        &mut out,
+        resp,
+        Some(out_framing),
+        !keep_client,
+        keep_alive_10,
+        edits,
+    );
+    if client.send(&mut out).await.is_err() {
+        return None;
+    }
+    let reframe = out_framing == OutFraming::Chunked;
+    let copied = match origin_framing {
+        Framing::None => Ok(()),
+        Framing::Length(n) => copy_length(origin, client, n, cfg.upstream_timeout, reframe).await,
+        Framing::Chunked => copy_chunked(origin, client, cfg.upstream_timeout, reframe).await,
+        Framing::UntilClose => {
+            copy_until_close(origin, client, cfg.upstream_timeout, reframe).await
+        }
+    };
+    Some((copied, keep_client))
 }
 
 /// Answers the client when the origin failed to produce a response head.
@@ -352,7 +409,22 @@ fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: 
     let mut via: Vec<u8> = Vec::new();
     let mut proto: Option<&[u8]> = None;
     let mut fwd_host: Option<&[u8]> = None;
+    // HTML injection: a request that may get an injectable page asks the
+    // origin only for codings we can decode.
+    let accept_encoding = if cfg.inject {
+        decide::narrow_accept_encoding(head)
+    } else {
+        None
+    };
+    if let Some(ae) = accept_encoding {
+        out.extend_from_slice(b"Accept-Encoding: ");
+        out.extend_from_slice(ae.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in head.headers() {
+        if accept_encoding.is_some() && name.eq_ignore_ascii_case(b"accept-encoding") {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"host")
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"expect")
@@ -449,7 +521,7 @@ fn is_forwarding_claim(name: &[u8]) -> bool {
 
 /// How the response body is framed toward the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OutFraming {
+pub(crate) enum OutFraming {
     /// No body (HEAD, 1xx, 204, 304): the origin's Content-Length, if any,
     /// is forwarded as it is.
     AsIs,
@@ -459,15 +531,60 @@ enum OutFraming {
     Close,
 }
 
+/// Changes to the origin's response head (HTML injection).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Edits<'a> {
+    /// Drop `Content-Length` even when the head is forwarded as it is (a
+    /// HEAD response to an injectable page).
+    pub drop_content_length: bool,
+    /// The body was rewritten: weaken `ETag`, drop the digests and
+    /// `Accept-Ranges`, make sure `Vary` names `Accept-Encoding`.
+    pub rewritten: bool,
+    /// The body goes out decoded.
+    pub drop_content_encoding: bool,
+    /// New values for the `Content-Security-Policy` headers, in order.
+    pub csp: Option<&'a [Vec<u8>]>,
+    /// Add a `Cache-Control: private` field (beside any the origin sent:
+    /// the fields combine into one directive list).
+    pub add_private: bool,
+}
+
+impl Edits<'_> {
+    pub(crate) const NONE: Edits<'static> = Edits {
+        drop_content_length: false,
+        rewritten: false,
+        drop_content_encoding: false,
+        csp: None,
+        add_private: false,
+    };
+}
+
+/// Headers that describe the exact bytes of a body: wrong after a rewrite.
+const REWRITE_DROPS: [&[u8]; 4] = [
+    b"content-md5",
+    b"digest",
+    b"content-digest",
+    b"accept-ranges",
+];
+
+/// A `Vary` value that already covers `Accept-Encoding` (or `*`).
+fn varies_on_encoding(v: &[u8]) -> bool {
+    v.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        t.eq_ignore_ascii_case(b"accept-encoding") || t == b"*"
+    })
+}
+
 /// Writes the response head for the client. `close` adds `Connection:
 /// close`; `keep_alive_10` adds `Connection: keep-alive` (an HTTP/1.0
 /// client keeps the connection only when told so).
-fn write_response_head(
+pub(crate) fn write_response_head(
     out: &mut Vec<u8>,
     resp: &ResponseHead,
     framing: Option<OutFraming>,
     close: bool,
     keep_alive_10: bool,
+    edits: &Edits<'_>,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(resp.status()));
@@ -475,6 +592,8 @@ fn write_response_head(
     out.extend_from_slice(resp.reason());
     out.extend_from_slice(b"\r\n");
     let upgrade = resp.status() == 101;
+    let mut vary_ok = false;
+    let mut csp_index = 0;
     for (name, value) in resp.headers() {
         if upgrade
             && (name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"connection"))
@@ -484,8 +603,43 @@ fn write_response_head(
         if drop_header(name, resp.connection_tokens()) {
             continue;
         }
-        if name.eq_ignore_ascii_case(b"content-length") && framing != Some(OutFraming::AsIs) {
+        if name.eq_ignore_ascii_case(b"content-length")
+            && (framing != Some(OutFraming::AsIs) || edits.drop_content_length)
+        {
             continue;
+        }
+        if edits.drop_content_encoding && name.eq_ignore_ascii_case(b"content-encoding") {
+            continue;
+        }
+        if edits.rewritten {
+            if REWRITE_DROPS.iter().any(|d| d.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"etag") {
+                out.extend_from_slice(name);
+                out.extend_from_slice(b": ");
+                if !value.starts_with(b"W/") {
+                    out.extend_from_slice(b"W/");
+                }
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"vary") && varies_on_encoding(value) {
+                vary_ok = true;
+            }
+        }
+        if let Some(new) = edits.csp {
+            if name.eq_ignore_ascii_case(b"content-security-policy") {
+                if let Some(v) = new.get(csp_index) {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(v);
+                    out.extend_from_slice(b"\r\n");
+                    csp_index += 1;
+                    continue;
+                }
+            }
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
@@ -498,6 +652,12 @@ fn write_response_head(
             out.extend_from_slice(u);
             out.extend_from_slice(b"\r\n");
         }
+    }
+    if edits.rewritten && !vary_ok {
+        out.extend_from_slice(b"Vary: Accept-Encoding\r\n");
+    }
+    if edits.add_private {
+        out.extend_from_slice(b"Cache-Control: private\r\n");
     }
     out.extend_from_slice(b"Via: 1.1 trackgate\r\n");
     match framing {
@@ -555,7 +715,7 @@ async fn read_response_head(
 }
 
 /// Which side of a copy failed.
-enum Side {
+pub(crate) enum Side {
     /// Reading failed or ended early.
     Source,
     /// Writing failed.
@@ -564,7 +724,7 @@ enum Side {
     Framing,
 }
 
-async fn fill(src: &mut Conn, timeout: Duration) -> Result<(), Side> {
+pub(crate) async fn fill(src: &mut Conn, timeout: Duration) -> Result<(), Side> {
     match monoio::time::timeout(timeout, src.read_more()).await {
         Ok(Ok(n)) if n > 0 => Ok(()),
         _ => Err(Side::Source),
@@ -572,7 +732,7 @@ async fn fill(src: &mut Conn, timeout: Duration) -> Result<(), Side> {
 }
 
 /// Writes `data` to `dst`, as one chunk when `chunked`.
-async fn emit(
+pub(crate) async fn emit(
     dst: &mut Conn,
     data: Vec<u8>,
     chunked: bool,

@@ -3,5 +3,6 @@
 
 pub mod forward;
 pub mod hop;
+pub mod inject;
 pub mod pool;
 pub mod upstream;

@@ -11,6 +11,7 @@
 use super::{conn, Shared, Started};
 use crate::config::ConfigError;
 use crate::metrics::core::CoreMetrics;
+use crate::proxy::inject::InjectState;
 use crate::proxy::pool::Pool;
 use crate::sink::SinkHandle;
 use crate::track::endpoints::Tracker;
@@ -33,6 +34,8 @@ pub struct Core {
     pub metrics: Arc<CoreMetrics>,
     /// The tracking endpoints (tokens, events) of this core.
     pub tracker: Tracker,
+    /// HTML injection state (codec, memory budget).
+    pub inject: InjectState,
     /// This core's keep-alive connections to the origin.
     pub pool: Pool,
     /// Client connections open on this core.
@@ -152,8 +155,16 @@ fn core_thread(
                 return 0;
             }
         };
+        let inject = match InjectState::new(&shared.cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = report.send(Err(format!("core {id}: INJECT_GZIP_LEVEL: {e}")));
+                return 0;
+            }
+        };
         let core = Rc::new(Core {
             id,
+            inject,
             driver,
             pool: Pool::new(&shared.cfg, Arc::clone(&metrics)),
             shared,

@@ -8,6 +8,7 @@
 use crate::clock;
 use crate::http::head::{Method, RequestHead};
 use crate::http::response::Response;
+use crate::inject::snippet::PageToken;
 use crate::metrics::core::CoreMetrics;
 use crate::metrics::labels::{AuthFailure, DropReason, EventSource, Route, TokenKind};
 use crate::metrics::sinks::SinkHealth;
@@ -15,7 +16,7 @@ use crate::server::Shared;
 use crate::sink::{Batch, SinkHandle, SubmitError};
 use crate::track::client_ip::client_ip;
 use crate::track::collect::{encode_collect, CollectError};
-use crate::track::event::{Auth, AuthKind, RequestCtx, Source};
+use crate::track::event::{self, Auth, AuthKind, EventFields, RequestCtx, Source};
 use crate::track::ids::Rng;
 use crate::track::ipmode::{render_ip, IpHasher, IpMode};
 use crate::track::json;
@@ -454,6 +455,53 @@ impl Tracker {
             Response::json(200, b)
         };
         resp.header("Cache-Control", "no-store")
+    }
+
+    /// A kind `p` token for a page served to this client (HTML injection):
+    /// a new pageview id, the token and its expiry. Counted as issued.
+    pub fn mint_page(&self, head: &RequestHead, peer: IpAddr) -> PageToken {
+        let client = self.client(head, peer);
+        let pageview_id = self.rng.borrow_mut().uuid_v7(client.received_ms);
+        let iat = client.received_ms / 1000;
+        let token = self.signer.mint(
+            Kind::Page,
+            pageview_id,
+            iat,
+            client.ip,
+            client.ua.as_deref().unwrap_or(b""),
+        );
+        self.metrics.token_issued(TokenKind::Page);
+        PageToken {
+            pageview_id,
+            token,
+            expires_at: iat + self.signer.ttl_s(),
+        }
+    }
+
+    /// Queues the `page_served` server event of an injected page.
+    /// `payload` is one JSON object.
+    pub fn page_served(
+        &self,
+        head: &RequestHead,
+        peer: IpAddr,
+        pageview_id: Option<Uuid>,
+        payload: &[u8],
+    ) {
+        let client = self.client(head, peer);
+        let mut ctx = self.ctx(&client, Source::Server, None);
+        ctx.pageview_id = pageview_id;
+        let ev = EventFields {
+            event_id: self.rng.borrow_mut().uuid_v7(client.received_ms),
+            kind: b"page_served",
+            url: None,
+            referrer: head.header(b"referer"),
+            session_id: None,
+            pageview_id: None,
+        };
+        let mut out = Vec::with_capacity(512 + payload.len());
+        event::encode(&mut out, &ctx, &ev, payload);
+        // A full queue is counted as a drop; the page is served regardless.
+        let _ = self.submit(out, 1, EventSource::Server);
     }
 
     /// `/readyz`: 200 while trackgate can proxy and accept events, with each
