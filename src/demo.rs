@@ -36,8 +36,8 @@
 //! `/`, `/article`, `/form` (GET and urlencoded POST), `/gzip` (gzip-encoded
 //! when the client accepts it), `/api/products.json`, `/static/app.css` and
 //! `/static/logo.svg` (cacheable, `ETag`, 304 on `If-None-Match`); anything
-//! else is a 404 page. Each HTML page ends with a hand-written tracking snippet
-//! requesting `/px.gif`, which the proxy answers itself.
+//! else is a 404 page. The pages carry no tracking code of their own: trackgate
+//! injects its tracker into them on the way through, as it would into any site.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -902,17 +902,6 @@ enum Nav {
     None,
 }
 
-const SNIPPET: &str = r#"<!-- demo tracking snippet: replaced by trackgate's injected tracker once the injection issue lands -->
-<script>
-(function () {
-  var pixel = new Image(1, 1);
-  pixel.src = "/px.gif?e=pageview&url=" + encodeURIComponent(location.href) +
-    "&ref=" + encodeURIComponent(document.referrer);
-})();
-</script>
-<noscript><img src="/px.gif?e=pageview" width="1" height="1" alt=""></noscript>
-"#;
-
 /// Wraps page content in the shared layout: head, nav bar, footer and the
 /// tracking snippet just before `</body>`. `title` must already be HTML-safe.
 fn layout(title: &str, active: Nav, main: &str) -> String {
@@ -953,7 +942,7 @@ fn layout(title: &str, active: Nav, main: &str) -> String {
 <footer class="site-footer">
 <p>Served by the trackgate demo origin. Everything you click here passes through trackgate on its way to this site.</p>
 </footer>
-{SNIPPET}</body>
+</body>
 </html>
 "#
     )
@@ -977,7 +966,7 @@ fn landing_page() -> String {
 </ul>
 <section class="note">
 <h2>Where do the events go?</h2>
-<p>Each page ends with a small tracking snippet that requests <code>/px.gif</code>. trackgate answers that pixel itself (it never reaches this site) and records a pageview event in the <strong>events file</strong> whose path <code>trackgate demo</code> printed when it started.</p>
+<p>These pages carry no tracking code of their own: trackgate injects its tracker into each HTML page on the way through. The tracker sends a signed pageview to trackgate, which answers it itself (it never reaches this site) and records it, with a <code>page_served</code> event for every page it injected, in the <strong>events file</strong> whose path <code>trackgate demo</code> printed when it started.</p>
 <p>Open that file in another terminal, for example with <code>tail -f</code>, and click around: a new event appears for every page you view.</p>
 </section>"#,
     )
@@ -1615,7 +1604,7 @@ mod tests {
     }
 
     #[test]
-    fn html_pages_link_together_and_end_with_the_tracking_snippet() {
+    fn html_pages_link_together_and_carry_no_tracker_of_their_own() {
         let origin = origin();
         for path in ["/", "/article", "/form", "/gzip", "/nope"] {
             let html = get(&origin, path, "").text();
@@ -1627,23 +1616,10 @@ mod tests {
                     "{path} -> {href}"
                 );
             }
-            let snippet = html
-                .find("<!-- demo tracking snippet: replaced by trackgate's injected tracker once the injection issue lands -->")
-                .expect("snippet marker");
-            let body_end = html.find("</body>").expect("</body>");
-            assert!(snippet < body_end, "{path}");
-            let tail = &html[snippet..body_end];
-            assert!(tail.contains("new Image("), "{path}");
+            assert!(html.trim_end().ends_with("</html>"), "{path}");
             assert!(
-                tail.contains(r#""/px.gif?e=pageview&url=" + encodeURIComponent(location.href)"#)
-            );
-            assert!(tail.contains(r#""&ref=" + encodeURIComponent(document.referrer)"#));
-            assert!(tail.contains(
-                r#"<noscript><img src="/px.gif?e=pageview" width="1" height="1" alt=""></noscript>"#
-            ));
-            assert_eq!(
-                tail, SNIPPET,
-                "{path}: the snippet sits just before </body>"
+                !html.contains("<script"),
+                "{path}: the demo carries no tracker of its own"
             );
         }
         let landing = get(&origin, "/", "").text();

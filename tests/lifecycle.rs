@@ -236,6 +236,8 @@ fn demo_serves_the_site_and_records_events() {
     assert!(r
         .header("content-type")
         .is_some_and(|c| c.starts_with("text/html")));
+    // The demo site carries no tracker: the one on the page is injected.
+    assert_eq!(r.text().matches("id=\"trackgate-config\"").count(), 1);
     let r = http(
         p.addr,
         b"GET /gzip HTTP/1.1\r\nHost: d\r\nAccept-Encoding: gzip\r\nConnection: close\r\n\r\n",
