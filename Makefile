@@ -7,7 +7,7 @@ CARGO ?= cargo
 # External HTTP/1.1 test vectors beside the checkout, when present (CI has them).
 VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all build release demo test lint unit deps clean
+.PHONY: all build release demo test lint unit deps bench clean
 
 all: build
 
@@ -35,6 +35,9 @@ unit:
 test: deps lint
 	@if [ -d "$(VECTORS)" ]; then echo "HTTP vectors: $(VECTORS)"; else echo "HTTP vectors: not found at $(VECTORS) (those tests say they were skipped)"; fi
 	TRACKGATE_VECTORS=$$( [ -d "$(VECTORS)" ] && echo "$(VECTORS)" ) $(CARGO) test --workspace
+
+bench:
+	$(CARGO) bench
 
 clean:
 	$(CARGO) clean

@@ -705,3 +705,22 @@ fn over_the_core_budget_the_page_goes_out_unchanged() {
         Some(1.0)
     );
 }
+
+#[test]
+fn csp_that_blocks_our_beacon_is_reported_not_changed() {
+    let csp = "default-src 'self'; script-src 'self' 'unsafe-inline'; connect-src 'none'; img-src https://cdn.example";
+    let headers: &'static str =
+        Box::leak(format!("Content-Security-Policy: {csp}\r\n").into_boxed_str());
+    let o = html_origin(headers, b"<html><body><p>hi</p></body></html>".to_vec());
+    let p = start(&o);
+    let r = page_req(&p, "GET", "");
+    assert_eq!(r.header("content-security-policy"), Some(csp));
+    assert_eq!(r.text().matches("id=\"trackgate-config\"").count(), 1);
+    let ev = p.wait_events(1);
+    let e = ev
+        .iter()
+        .find(|e| e["type"] == "page_served")
+        .expect("page_served");
+    assert_eq!(e["payload"]["csp"]["blocked_connect"], true, "{e}");
+    assert_eq!(e["payload"]["csp"]["blocked_img"], true, "{e}");
+}
