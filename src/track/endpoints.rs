@@ -421,16 +421,7 @@ impl Tracker {
                     .and_then(|s| Uuid::try_parse(s).ok())
             })
             .unwrap_or_else(|| self.rng.borrow_mut().uuid_v7(client.received_ms));
-        let iat = client.received_ms / 1000;
-        let token = self.signer.mint(
-            Kind::Fetched,
-            pv,
-            iat,
-            client.ip,
-            client.ua.as_deref().unwrap_or(b""),
-        );
-        self.metrics.token_issued(TokenKind::Fetched);
-        let expires = iat + self.signer.ttl_s();
+        let (token, expires) = self.mint(Kind::Fetched, pv, &client);
         let mut b = Vec::with_capacity(256);
         if script {
             b.extend_from_slice(b"window.trackgateToken=");
@@ -462,20 +453,30 @@ impl Tracker {
     pub fn mint_page(&self, head: &RequestHead, peer: IpAddr) -> PageToken {
         let client = self.client(head, peer);
         let pageview_id = self.rng.borrow_mut().uuid_v7(client.received_ms);
+        let (token, expires_at) = self.mint(Kind::Page, pageview_id, &client);
+        PageToken {
+            pageview_id,
+            token,
+            expires_at,
+        }
+    }
+
+    /// Mints a token of `kind` for this client, now; counts it. Returns the
+    /// token and its expiry (unix seconds).
+    fn mint(&self, kind: Kind, pv: Uuid, client: &Client) -> (String, u64) {
         let iat = client.received_ms / 1000;
         let token = self.signer.mint(
-            Kind::Page,
-            pageview_id,
+            kind,
+            pv,
             iat,
             client.ip,
             client.ua.as_deref().unwrap_or(b""),
         );
-        self.metrics.token_issued(TokenKind::Page);
-        PageToken {
-            pageview_id,
-            token,
-            expires_at: iat + self.signer.ttl_s(),
-        }
+        self.metrics.token_issued(match kind {
+            Kind::Page => TokenKind::Page,
+            Kind::Fetched => TokenKind::Fetched,
+        });
+        (token, iat + self.signer.ttl_s())
     }
 
     /// Queues the `page_served` server event of an injected page.
