@@ -186,16 +186,11 @@ pub async fn forward(
             core.metrics.upstream_error(UpstreamError::BadResponse);
             return reply(client, fail(502), head).await;
         }
-        if status != 100 && head.version_minor() == 1 {
-            let mut out = Vec::with_capacity(512);
-            write_response_head(&mut out, &resp, None, false, false, &Edits::NONE);
-            let (res, _) = client.write_all(out).await;
-            if res.is_err() {
-                return Forwarded {
-                    status,
-                    outcome: Outcome::Close,
-                };
-            }
+        if status != 100 && head.version_minor() == 1 && !relay_head(client, &resp).await {
+            return Forwarded {
+                status,
+                outcome: Outcome::Close,
+            };
         }
         resp = match read_response_head(&mut origin, head.method(), cfg.upstream_timeout).await {
             Ok(r) => r,
@@ -218,10 +213,7 @@ pub async fn forward(
             core.metrics.upstream_error(UpstreamError::BadResponse);
             return reply(client, fail(502), head).await;
         }
-        let mut out = Vec::with_capacity(512);
-        write_response_head(&mut out, &resp, None, false, false, &Edits::NONE);
-        let (res, _) = client.write_all(out).await;
-        if res.is_err() {
+        if !relay_head(client, &resp).await {
             return Forwarded {
                 status,
                 outcome: Outcome::Close,
@@ -352,6 +344,20 @@ async fn plain_copy(
         }
     };
     Some((copied, keep_client))
+}
+
+/// Sends an origin head with no body of its own (an interim 1xx or a 101)
+/// to the client as it is. Returns whether the write succeeded.
+async fn relay_head(client: &mut Conn, resp: &ResponseHead) -> bool {
+    let mut out = Vec::with_capacity(512);
+    write_response_head(&mut out, resp, None, false, false, &Edits::NONE);
+    client.write_all(out).await.0.is_ok()
+}
+
+/// Ends a chunked body with the last chunk.
+pub(super) async fn end_chunked(dst: &mut Conn) -> Result<(), Side> {
+    let (r, _) = dst.write_all(LAST_CHUNK.to_vec()).await;
+    r.map_err(|_| Side::Sink)
 }
 
 /// Answers the client when the origin failed to produce a response head.
@@ -786,8 +792,7 @@ async fn copy_length(
         spare = emit(dst, data, chunked_out, &mut scratch).await?;
     }
     if chunked_out {
-        let (r, _) = dst.write_all(LAST_CHUNK.to_vec()).await;
-        r.map_err(|_| Side::Sink)?;
+        end_chunked(dst).await?;
     }
     Ok(())
 }
@@ -812,8 +817,7 @@ async fn copy_chunked(
             }
             if dec.is_done() {
                 if chunked_out {
-                    let (r, _) = dst.write_all(LAST_CHUNK.to_vec()).await;
-                    r.map_err(|_| Side::Sink)?;
+                    end_chunked(dst).await?;
                 }
                 return Ok(());
             }
@@ -843,8 +847,7 @@ async fn copy_until_close(
         }
     }
     if chunked_out {
-        let (r, _) = dst.write_all(LAST_CHUNK.to_vec()).await;
-        r.map_err(|_| Side::Sink)?;
+        end_chunked(dst).await?;
     }
     Ok(())
 }

@@ -21,9 +21,9 @@
 //! Every injected page emits one `page_served` server event; every outcome
 //! is counted in `inject_total{result}`.
 
-use super::forward::{emit, fill, write_response_head, Edits, OutFraming, Side};
+use super::forward::{emit, end_chunked, fill, write_response_head, Edits, OutFraming, Side};
 use crate::clock;
-use crate::http::chunked::{ChunkedDecoder, LAST_CHUNK};
+use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{Framing, RequestHead, ResponseHead};
 use crate::inject::codec::{Budget, Codec, CodecError, Coding, DecodeError, Limits};
 use crate::inject::csp::{self, Action, CspPlan, SkipReason};
@@ -265,8 +265,7 @@ async fn pass_through(
             data = emit(client, data, chunked, &mut scratch).await?;
         }
         if chunked {
-            let (r, _) = client.write_all(LAST_CHUNK.to_vec()).await;
-            r.map_err(|_| Side::Sink)?;
+            end_chunked(client).await?;
         }
         Ok(())
     }
@@ -434,8 +433,7 @@ async fn identity(
         }
         emit(client, piece, chunked, &mut scratch).await?;
         if chunked {
-            let (r, _) = client.write_all(LAST_CHUNK.to_vec()).await;
-            r.map_err(|_| Side::Sink)?;
+            end_chunked(client).await?;
         }
         Ok(())
     }
