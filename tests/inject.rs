@@ -146,7 +146,7 @@ fn identity_page_gets_the_snippet_once_before_the_last_body() {
 #[test]
 fn slow_identity_origin_streams_before_it_finishes() {
     let first: Vec<u8> = [
-        b"<html><body>".to_vec(),
+        b"<!doctype html><html><head><meta charset=utf-8><title>t</title><link rel=stylesheet href=/a.css></head><body>".to_vec(),
         b"<p>lorem ipsum</p>".repeat(12_000),
     ]
     .concat();
@@ -347,7 +347,10 @@ fn head_204_304_get_no_body_and_no_injection() {
         let r = page_req(&p, "GET", "");
         assert_eq!(r.status, status);
         assert!(r.body.is_empty());
-        assert_eq!(r.header("etag"), Some("\"e\""));
+        // A 304 revalidates a stored page, which was injected: it gets the
+        // rewrite's head edits (a 204 has no page to revalidate).
+        let want = if status == 304 { "W/\"e\"" } else { "\"e\"" };
+        assert_eq!(r.header("etag"), Some(want));
     }
 }
 
@@ -515,9 +518,11 @@ fn every_chunk_split_gives_the_same_page() {
         }
         s.write_all(b"0\r\n\r\n").is_ok()
     });
+    // A small tail (it also bounds the hold before the document's head is
+    // read, so it must cover this page's head: 56 bytes up to `<body>`).
     let p = Proc::start(&[
         ("FORWARD_DESTINATION", &o.url()),
-        ("INJECT_TAIL_BYTES", "16"),
+        ("INJECT_TAIL_BYTES", "64"),
     ]);
     let mut want: Option<String> = None;
     for size in 1..=PAGE.len() {
@@ -723,4 +728,296 @@ fn csp_that_blocks_our_beacon_is_reported_not_changed() {
         .expect("page_served");
     assert_eq!(e["payload"]["csp"]["blocked_connect"], true, "{e}");
     assert_eq!(e["payload"]["csp"]["blocked_img"], true, "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Review fixes (issue 3): each test below failed before its fix.
+// ---------------------------------------------------------------------------
+
+fn start_metrics(o: &Origin, extra: &[(&str, &str)]) -> Proc {
+    let url = o.url();
+    let mut env: Vec<(&str, &str)> = vec![
+        ("FORWARD_DESTINATION", url.as_str()),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ];
+    env.extend_from_slice(extra);
+    Proc::start(&env)
+}
+
+fn inject_count(p: &Proc, result: &str) -> Option<f64> {
+    let m = scrape(p.metrics_addr());
+    metric(
+        &m,
+        &format!("trackgate_inject_total{{result=\"{result}\"}}"),
+    )
+}
+
+/// The header fields of `r` (names lowercased), minus those that describe
+/// the framing of this one message.
+fn head_fields(r: &Resp) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = r
+        .headers
+        .iter()
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+        .filter(|(n, _)| {
+            !matches!(
+                n.as_str(),
+                "transfer-encoding" | "content-length" | "connection"
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn revalidation_304_of_an_injectable_page_gets_the_rewrite_head_edits() {
+    // The origin answers its page (a strong ETag, a hash-only CSP, no cache
+    // headers) and, to a conditional request, a 304 with the same fields.
+    const FIELDS: &str = "ETag: \"v1\"\r\nContent-Security-Policy: script-src 'self'\r\n";
+    let o = Origin::start(|req, s| {
+        if req.header("if-none-match").is_some() {
+            return s
+                .write_all(format!("HTTP/1.1 304 Not Modified\r\n{FIELDS}\r\n").as_bytes())
+                .is_ok();
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n{FIELDS}Content-Length: {}\r\n\r\n",
+            PAGE.len()
+        );
+        s.write_all(head.as_bytes()).is_ok() && s.write_all(PAGE.as_bytes()).is_ok()
+    });
+    let p = start(&o);
+    let full = page_req(&p, "GET", "");
+    assert_injected_once(&full.body);
+    let etag = full.header("etag").expect("etag").to_string();
+    assert_eq!(etag, "W/\"v1\"");
+    let r = page_req(&p, "GET", &format!("If-None-Match: {etag}\r\n"));
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    // A cache updating its stored (injected) page from this 304 keeps the
+    // weak validator, the Vary, the privacy and the CSP that allows it.
+    assert_eq!(r.header("etag"), Some("W/\"v1\""));
+    assert_eq!(r.header("vary"), Some("Accept-Encoding"));
+    assert_eq!(r.header("cache-control"), Some("private"));
+    assert_eq!(
+        r.header("content-security-policy"),
+        full.header("content-security-policy")
+    );
+
+    // A 304 to a request that cannot get an injected page is left alone.
+    let r = page_req(
+        &p,
+        "GET",
+        &format!("If-None-Match: {etag}\r\nSec-Fetch-Dest: image\r\n"),
+    );
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some("\"v1\""));
+    assert_eq!(r.header("vary"), None);
+    assert_eq!(r.header("cache-control"), None);
+}
+
+#[test]
+fn head_gets_the_same_head_edits_as_its_get() {
+    let o = Origin::start(|req, s| {
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nETag: \"h\"\r\nContent-Security-Policy: script-src 'self'\r\nAccept-Ranges: bytes\r\nContent-Length: {}\r\n\r\n",
+            PAGE.len()
+        );
+        let ok = s.write_all(head.as_bytes()).is_ok();
+        if req.request_line().starts_with("HEAD") {
+            return ok;
+        }
+        ok && s.write_all(PAGE.as_bytes()).is_ok()
+    });
+    let p = start(&o);
+    let get = page_req(&p, "GET", "");
+    assert_injected_once(&get.body);
+    let head = page_req(&p, "HEAD", "");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), None);
+    assert_eq!(head.header("cache-control"), Some("private"));
+    assert!(head
+        .header("content-security-policy")
+        .is_some_and(|v| v.contains("'sha256-")));
+    // Date aside, the two heads carry the same fields.
+    let strip = |v: Vec<(String, String)>| -> Vec<(String, String)> {
+        v.into_iter().filter(|(n, _)| n != "date").collect()
+    };
+    assert_eq!(strip(head_fields(&head)), strip(head_fields(&get)));
+}
+
+#[test]
+fn identity_page_left_alone_keeps_the_origin_head() {
+    // A <meta> policy without a nonce: no snippet, and no head edits either
+    // (the decision is made before the head goes out).
+    let page = PAGE.replace(
+        "<title>",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\"><title>",
+    );
+    let o = html_origin("ETag: \"m\"\r\n", page.clone().into_bytes());
+    let p = start_metrics(&o, &[]);
+    let r = page_req(&p, "GET", "");
+    assert_eq!(r.text(), page);
+    assert_eq!(r.header("etag"), Some("\"m\""));
+    assert_eq!(
+        r.header("content-length"),
+        Some(page.len().to_string().as_str())
+    );
+    assert_eq!(r.header("cache-control"), None);
+    assert_eq!(r.header("vary"), None);
+    assert_eq!(inject_count(&p, "csp_meta_no_nonce"), Some(1.0));
+
+    // A fragment (no <html>, no <body>) keeps its head too.
+    let frag = b"<div>partial</div>".to_vec();
+    let o = html_origin("ETag: \"f\"\r\n", frag.clone());
+    let p = start_metrics(&o, &[]);
+    let r = page_req(&p, "GET", "");
+    assert!(r.body == frag);
+    assert_eq!(r.header("etag"), Some("\"f\""));
+    assert_eq!(r.header("content-length"), Some("18"));
+    assert_eq!(inject_count(&p, "no_document_markup"), Some(1.0));
+}
+
+#[test]
+fn meta_csp_past_the_tail_bound_is_not_missed() {
+    // A head longer than INJECT_TAIL_BYTES with a nonce-less <meta> policy
+    // after the bound: the page must not get a snippet that policy blocks.
+    let style = format!("<style>{}</style>", "p{color:red}".repeat(200));
+    let page = format!(
+        "<!doctype html><html><head>{style}<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'self'\"></head><body><p>x</p></body></html>"
+    );
+    let o = html_origin("ETag: \"t\"\r\n", page.clone().into_bytes());
+    let p = start_metrics(&o, &[("INJECT_TAIL_BYTES", "1024")]);
+    let r = page_req(&p, "GET", "");
+    assert_eq!(r.text(), page);
+    assert_eq!(r.header("etag"), Some("\"t\""));
+    assert_eq!(inject_count(&p, "head_too_long"), Some(1.0));
+    assert_eq!(inject_count(&p, "injected"), Some(0.0));
+
+    // With a bound that covers the head, the meta policy is seen and the
+    // page is skipped for it.
+    let p = start_metrics(&o, &[("INJECT_TAIL_BYTES", "65536")]);
+    let r = page_req(&p, "GET", "");
+    assert_eq!(r.text(), page);
+    assert_eq!(inject_count(&p, "csp_meta_no_nonce"), Some(1.0));
+}
+
+#[test]
+fn script_src_none_is_never_given_our_hash() {
+    for csp in [
+        "script-src 'none'",
+        "default-src 'none'; img-src 'self'",
+        "script-src-elem 'none'; script-src 'self' 'unsafe-inline'",
+    ] {
+        let headers: &'static str =
+            Box::leak(format!("Content-Security-Policy: {csp}\r\n").into_boxed_str());
+        let o = html_origin(headers, PAGE.as_bytes().to_vec());
+        let p = start_metrics(&o, &[]);
+        let r = page_req(&p, "GET", "");
+        assert_eq!(r.text(), PAGE, "{csp}");
+        assert_eq!(r.header("content-security-policy"), Some(csp));
+        assert_eq!(inject_count(&p, "csp_script_none"), Some(1.0), "{csp}");
+    }
+}
+
+#[test]
+fn origin_failing_mid_identity_page_is_counted_aborted() {
+    let o = Origin::start(|_req, s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n<html><head></head><body><p>cut short",
+        );
+        let _ = s.flush();
+        std::thread::sleep(Duration::from_millis(200));
+        false
+    });
+    let p = start_metrics(&o, &[]);
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\n");
+    // The body is cut short: no complete response, then the close.
+    assert!(c.read_response("GET").is_none());
+    assert_eq!(inject_count(&p, "aborted"), Some(1.0));
+    assert_eq!(inject_count(&p, "injected"), Some(0.0));
+
+    // Failing before the head is decided: a 502, counted too.
+    let o = Origin::start(|_req, s| {
+        let _ = s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100000\r\n\r\n<html><head><title>x",
+        );
+        false
+    });
+    let p = start_metrics(&o, &[]);
+    let r = page_req(&p, "GET", "");
+    assert_eq!(r.status, 502);
+    assert_eq!(inject_count(&p, "aborted"), Some(1.0));
+}
+
+#[test]
+fn two_trackgates_in_a_chain_inject_once() {
+    for (name, coding) in [("identity", None), ("gzip", Some(Coding::Gzip))] {
+        let o = match coding {
+            None => html_origin("", PAGE.as_bytes().to_vec()),
+            Some(c) => gzip_origin("gzip", encode(c, PAGE.as_bytes())),
+        };
+        let inner = start(&o);
+        let inner_url = format!("http://{}", inner.addr);
+        let outer = Proc::start(&[
+            ("FORWARD_DESTINATION", inner_url.as_str()),
+            ("METRICS_ENABLED", "true"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
+        ]);
+        let r = page_req(&outer, "GET", "Accept-Encoding: gzip\r\n");
+        let body = match r.header("content-encoding") {
+            Some("gzip") => decode(Coding::Gzip, &r.body),
+            _ => r.body.clone(),
+        };
+        assert_injected_once(&body);
+        assert_eq!(
+            inject_count(&outer, "already_injected"),
+            Some(1.0),
+            "{name}"
+        );
+        assert_eq!(inject_count(&outer, "injected"), Some(0.0), "{name}");
+    }
+}
+
+/// Standard base64 with padding (for checking the CSP hash independently).
+fn b64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+#[test]
+fn the_hash_in_a_served_csp_is_that_of_the_served_tracker_text() {
+    use sha2::{Digest, Sha256};
+    assert_eq!(b64(b"abcd"), "YWJjZA==");
+    let o = html_origin(
+        "Content-Security-Policy: script-src 'self'\r\n",
+        PAGE.as_bytes().to_vec(),
+    );
+    let p = start(&o);
+    let r = page_req(&p, "GET", "");
+    let text = r.text();
+    // The tracker is the <script> right after the config block.
+    let cfg_end = text.find("id=\"trackgate-config\"").expect("config");
+    let open = cfg_end + text[cfg_end..].find("</script><script>").expect("tracker") + 17;
+    let close = open + text[open..].find("</script>").expect("end");
+    let served = &text[open..close];
+    let want = format!("'sha256-{}'", b64(&Sha256::digest(served.as_bytes())));
+    let csp = r.header("content-security-policy").expect("csp");
+    assert!(csp.ends_with(&want), "{csp} vs {want}");
 }

@@ -39,6 +39,10 @@
 //!   governing directive: adding one hash-source for our exact script text
 //!   allows nothing else and removes nothing, and no `'unsafe-inline'` was in
 //!   force there (it was absent or already overridden).
+//! * a governing directive of a header policy that allows no script at all
+//!   (`'none'` alone, or no sources) is never given our hash: browsers would
+//!   then ignore `'none'` and run our script on a site that said "no
+//!   scripts". Verdict: skip ([`SkipReason::ScriptNone`]).
 //! * a meta policy cannot be edited safely (it is in the page's bytes, and
 //!   other scripts may read it): if it needs a nonce and lists none, or two
 //!   meta policies share none, the verdict is [`Action::Skip`].
@@ -96,6 +100,11 @@ pub enum SkipReason {
     /// A policy needs our hash but the hash handed in is not the standard
     /// base64 of a SHA-256 digest (a build bug).
     BadTrackerHash,
+    /// The governing directive of a header policy is `'none'` (or an empty
+    /// list): the site allows no script element at all. A hash appended
+    /// there would make browsers ignore `'none'` and run our script, against
+    /// the policy's plain meaning; the page is left alone.
+    ScriptNone,
 }
 
 impl SkipReason {
@@ -106,6 +115,7 @@ impl SkipReason {
             SkipReason::MetaNonceConflict => "csp_meta_nonce_conflict",
             SkipReason::HashWouldBlockStyles => "csp_hash_would_block_styles",
             SkipReason::BadTrackerHash => "csp_bad_tracker_hash",
+            SkipReason::ScriptNone => "csp_script_none",
         }
     }
 }
@@ -255,6 +265,9 @@ pub fn plan(headers: &[&[u8]], metas: &[&str], tracker_sha256_b64: &str) -> CspP
         if nonce.as_deref().is_some_and(|n| ns.contains(&n.as_bytes())) {
             continue;
         }
+        if allows_no_script(&d.sources) {
+            return skip(SkipReason::ScriptNone);
+        }
         if !hash_ok {
             return skip(SkipReason::BadTrackerHash);
         }
@@ -324,26 +337,55 @@ pub fn find_meta_csp(html: &[u8]) -> Option<String> {
 /// head). Tag and attribute names and the `http-equiv` value are matched
 /// case-insensitively; values may be double-, single- or unquoted.
 pub fn find_meta_csps(html: &[u8]) -> Vec<String> {
+    scan_head(html).metas
+}
+
+/// What [`scan_head`] found in the first bytes of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadScan {
+    /// The `<meta http-equiv="Content-Security-Policy">` policies, as
+    /// [`find_meta_csps`] gives them.
+    pub metas: Vec<String>,
+    /// The head ended within the bytes given (`</head>`, `<body`, an element
+    /// that cannot be in a head, or text): more bytes cannot add a meta
+    /// policy. False when the bytes end inside the head (or inside a
+    /// comment, tag or raw text of it).
+    pub complete: bool,
+}
+
+/// Scans the head of a document that may still be arriving: the meta
+/// policies so far and whether the head is over (see [`find_meta_csps`] for
+/// what ends it). A prefix of a document never reports `complete` unless the
+/// whole document does, with the same metas.
+pub fn scan_head(html: &[u8]) -> HeadScan {
     let mut found = Vec::new();
-    let mut i = if html.starts_with(b"\xEF\xBB\xBF") {
-        3
-    } else {
-        0
+    let done = |found, complete| HeadScan {
+        metas: found,
+        complete,
     };
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    if html.len() < BOM.len() && BOM.starts_with(html) {
+        return done(found, false); // maybe a BOM cut short
+    }
+    let mut i = if html.starts_with(BOM) { 3 } else { 0 };
     while let Some(&b) = html.get(i) {
         if b.is_ascii_whitespace() {
             i += 1;
             continue;
         }
         if b != b'<' {
-            break; // text: the head is over
+            return done(found, true); // text: the head is over
         }
         let rest = html.get(i..).unwrap_or(&[]);
+        if rest.len() < 4 && b"<!--".starts_with(rest) {
+            // `<`, `<!`, `<!-` at the end: what follows decides.
+            return done(found, false);
+        }
         if rest.starts_with(b"<!--") {
             // `<!-->` and `<!--->` are complete (empty) comments too.
             match find(html, i + 2, b"-->") {
                 Some(j) => i = j + 3,
-                None => break,
+                None => return done(found, false),
             }
             continue;
         }
@@ -353,7 +395,7 @@ pub fn find_meta_csps(html: &[u8]) -> Vec<String> {
                 .and_then(|r| r.iter().position(|&c| c == b'>'))
             {
                 Some(j) => i = i + 1 + j + 1,
-                None => break,
+                None => return done(found, false),
             }
             continue;
         }
@@ -365,24 +407,24 @@ pub fn find_meta_csps(html: &[u8]) -> Vec<String> {
                     .and_then(|r| r.iter().position(|&c| c == b'>'))
                 {
                     Some(j) => i = i + 2 + j + 1,
-                    None => break,
+                    None => return done(found, false),
                 }
                 continue;
             }
             let Some(tag) = parse_tag(html, i + 2) else {
-                break;
+                return done(found, false);
             };
             if matches!(tag.name.as_slice(), b"head" | b"body" | b"html" | b"br") {
-                break;
+                return done(found, true);
             }
             i = tag.after;
             continue;
         }
         if !html.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic()) {
-            break; // a lone `<` is text
+            return done(found, true); // a lone `<` is text
         }
         let Some(tag) = parse_tag(html, i + 1) else {
-            break;
+            return done(found, false);
         };
         let name = tag.name.as_slice();
         if name == b"meta" {
@@ -397,14 +439,14 @@ pub fn find_meta_csps(html: &[u8]) -> Vec<String> {
                     i = j;
                     continue;
                 }
-                None => break,
+                None => return done(found, false),
             }
         } else if !HEAD_ELEMENTS.contains(&name) {
-            break; // `body` or anything else that starts the body
+            return done(found, true); // `body` or anything else that starts the body
         }
         i = tag.after;
     }
-    found
+    done(found, false)
 }
 
 /// Elements that may appear before or in a head without ending it.
@@ -744,6 +786,17 @@ fn allows_all_inline(list: &[&[u8]]) -> bool {
     unsafe_inline
 }
 
+/// A source list that allows no script element: empty, or `'none'` alone
+/// (CSP3 "match a source list": `'none'` counts only when it is the list's
+/// only expression).
+fn allows_no_script(list: &[&[u8]]) -> bool {
+    match list {
+        [] => true,
+        [only] => only.eq_ignore_ascii_case(b"'none'"),
+        _ => false,
+    }
+}
+
 /// The same question for inline styles (`'strict-dynamic'` does not apply).
 fn allows_all_inline_styles(list: &[&[u8]]) -> bool {
     let mut unsafe_inline = false;
@@ -958,6 +1011,98 @@ mod tests {
         assert!(is_sha256_b64(h().as_bytes()));
     }
 
+    /// Pieces of a document's start, for the prefix property of
+    /// [`scan_head`].
+    const HEAD_PIECES: &[&str] = &[
+        "\u{feff}",
+        "<!doctype html>",
+        "<html lang=en>",
+        "<head>",
+        "<meta charset=utf-8>",
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'nonce-a'\">",
+        "<meta http-equiv='content-security-policy' content='img-src *'>",
+        "<!-- <body> -->",
+        "<!-->",
+        "<title>a <body> b</title>",
+        "<script>if (a </b) x('</head>')</script>",
+        "<style>p{}</style>",
+        "<link rel=stylesheet href=/a.css>",
+        "<?x?>",
+        "</p>",
+        "  \n",
+        "</head>",
+        "<body>",
+        "<div>",
+        "text",
+        "<",
+        "</",
+        "<!",
+    ];
+
+    proptest! {
+        #[test]
+        fn a_complete_head_scan_of_a_prefix_is_final(
+            picks in proptest::collection::vec(0..HEAD_PIECES.len(), 0..12)
+        ) {
+            let doc: String = picks.iter().map(|&i| HEAD_PIECES[i]).collect();
+            let doc = doc.as_bytes();
+            let whole = scan_head(doc);
+            prop_assert_eq!(&whole.metas, &find_meta_csps(doc));
+            for end in 0..=doc.len() {
+                let part = scan_head(&doc[..end]);
+                if part.complete {
+                    prop_assert_eq!(&part, &whole, "prefix {}", end);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn head_scan_completes_where_the_head_ends() {
+        let doc = b"<!doctype html><html><head><meta http-equiv=Content-Security-Policy content=\"script-src 'none'\"><title>x</title></head><body>";
+        let at = |n: usize| scan_head(&doc[..n]);
+        let end_head = doc.len() - "</head><body>".len();
+        for n in 0..end_head + 2 {
+            assert!(!at(n).complete, "{n}");
+        }
+        assert!(!at(end_head + "</head".len()).complete);
+        assert!(at(end_head + "</head>".len()).complete);
+        assert_eq!(at(doc.len()).metas, vec!["script-src 'none'".to_string()]);
+        assert!(scan_head(b"<div>x").complete);
+        assert!(scan_head(b"plain").complete);
+        assert!(!scan_head(b"\xEF\xBB").complete);
+        assert!(!scan_head(b"<head><script>a</scr").complete);
+    }
+
+    #[test]
+    fn none_or_empty_governing_directive_skips() {
+        for headers in [
+            &["script-src 'none'"][..],
+            &["script-src 'NONE'"],
+            &["script-src"],
+            &["default-src 'none'; img-src 'self'"],
+            &["script-src-elem 'none'; script-src 'unsafe-inline'"],
+            &["script-src 'unsafe-inline'", "script-src 'none'"],
+        ] {
+            let p = run(headers, &[]);
+            assert_eq!(
+                p.action,
+                Action::Skip(SkipReason::ScriptNone),
+                "{headers:?}"
+            );
+            assert_eq!(p.new_headers, None);
+        }
+        // 'none' beside other sources is ignored by browsers: not this case.
+        let p = run(&["script-src 'none' 'self'"], &[]);
+        assert_eq!(p.action, Action::AddHash);
+        // 'none' that does not govern script elements changes nothing.
+        let p = run(&["script-src 'none'; script-src-elem 'self'"], &[]);
+        assert_eq!(p.action, Action::AddHash);
+        // A nonce-less meta 'none' keeps its own reason.
+        let p = run(&[], &["script-src 'none'"]);
+        assert_eq!(p.action, Action::Skip(SkipReason::MetaWithoutNonce));
+    }
+
     #[test]
     fn no_csp_is_as_is() {
         let p = run(&[], &[]);
@@ -1061,17 +1206,8 @@ mod tests {
             new_headers(&p),
             vec![format!("script-src 'self' {}", src())]
         );
-        // A directive with no sources, and 'none'.
-        let p = run(&["script-src; object-src 'none'"], &[]);
-        assert_eq!(
-            new_headers(&p),
-            vec![format!("script-src {}; object-src 'none'", src())]
-        );
-        let p = run(&["script-src 'none'"], &[]);
-        assert_eq!(
-            new_headers(&p),
-            vec![format!("script-src 'none' {}", src())]
-        );
+        // A directive with no sources, and 'none': see
+        // `none_or_empty_governing_directive_skips`.
     }
 
     #[test]

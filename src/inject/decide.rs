@@ -234,18 +234,7 @@ fn is_download(v: &[u8]) -> bool {
 /// the request cannot get an injectable page, or because the client accepts
 /// none of the codings we decode (its page then passes through untouched).
 pub fn narrow_accept_encoding(req: &RequestHead) -> Option<&'static str> {
-    if req.method() != Method::Get || !is_document_request(req) {
-        return None;
-    }
-    let dest_document = req.header(b"sec-fetch-dest").is_some();
-    let wants_html = list(req.headers_named(b"accept")).any(|range| {
-        let mut parts = params(range);
-        let Some((t, s)) = parts.next().and_then(media_type) else {
-            return false;
-        };
-        is_html_type(t, s) && weight(parts).is_some_and(|q| q > 0)
-    });
-    if !dest_document && !wants_html {
+    if req.method() != Method::Get || !may_get_document(req) {
         return None;
     }
     let gzip = client_accepts(req, Encoding::Gzip);
@@ -261,6 +250,49 @@ pub fn narrow_accept_encoding(req: &RequestHead) -> Option<&'static str> {
         (false, true, false) => "deflate, identity;q=0",
         (false, false, false) => return None,
     })
+}
+
+/// A request that may get an injectable page (method aside): no
+/// `HX-Request`, `Sec-Fetch-Dest` absent or `document`, and either
+/// `Sec-Fetch-Dest: document` or an `Accept` naming `text/html` or
+/// `application/xhtml+xml` with a non-zero q (`*/*` does not count).
+fn may_get_document(req: &RequestHead) -> bool {
+    if !is_document_request(req) {
+        return false;
+    }
+    let dest_document = req.header(b"sec-fetch-dest").is_some();
+    dest_document
+        || list(req.headers_named(b"accept")).any(|range| {
+            let mut parts = params(range);
+            let Some((t, s)) = parts.next().and_then(media_type) else {
+                return false;
+            };
+            is_html_type(t, s) && weight(parts).is_some_and(|q| q > 0)
+        })
+}
+
+/// Whether `resp` is a 304 that revalidates a page this proxy would have
+/// injected, so that it must carry the same head edits as the injected 200
+/// (a cache updates its stored, injected copy from the 304's fields: a
+/// strong `ETag`, a missing `Vary` or `private`, or the origin's unhashed
+/// CSP would be wrong for those bytes).
+///
+/// A 304 usually has no `Content-Type` or `Content-Encoding`, so the
+/// request decides: a GET or HEAD that may get an injectable page (see
+/// [`narrow_accept_encoding`]), and a 304 whose own fields do not rule the
+/// page out (a non-HTML `Content-Type`, `Content-Range`, a download
+/// `Content-Disposition`, `no-transform`). Errs toward the edits: on a
+/// page that was not injected they only weaken a validator and narrow who
+/// may cache it.
+pub fn revalidates_injectable(req: &RequestHead, resp: &ResponseHead) -> bool {
+    resp.status() == 304
+        && matches!(req.method(), Method::Get | Method::Head)
+        && may_get_document(req)
+        && (resp.header(b"content-type").is_none() || is_html(resp))
+        && resp.header(b"content-range").is_none()
+        && !resp.headers_named(b"content-disposition").any(is_download)
+        && !directives(resp.headers_named(b"cache-control"))
+            .any(|d| d.name.eq_ignore_ascii_case(b"no-transform"))
 }
 
 /// Whether the client accepts a body in `enc`, per its `Accept-Encoding`
@@ -653,6 +685,52 @@ mod tests {
             eligible(&req_m("HEAD", ""), &resp(404, "")),
             Err(Skip::NotGet)
         );
+    }
+
+    #[test]
+    fn a_304_revalidating_an_injectable_page() {
+        let not_modified = |extra: &str| resp(304, &format!("ETag: \"a\"\n{extra}"));
+        let yes = [
+            (doc_req(), not_modified("")),
+            (req("Accept: text/html"), not_modified("")),
+            (req("Sec-Fetch-Dest: document"), not_modified("")),
+            (req_m("HEAD", "Accept: text/html"), not_modified("")),
+            (
+                req("Accept: text/html"),
+                not_modified("Content-Type: text/html"),
+            ),
+        ];
+        for (q, r) in &yes {
+            assert!(revalidates_injectable(q, r));
+        }
+        let no = [
+            (req(""), not_modified("")),
+            (req("Accept: */*"), not_modified("")),
+            (req("Accept: text/html;q=0"), not_modified("")),
+            (
+                req("Accept: text/html\nSec-Fetch-Dest: image"),
+                not_modified(""),
+            ),
+            (req("Accept: text/html\nHX-Request: true"), not_modified("")),
+            (req_m("POST", "Accept: text/html"), not_modified("")),
+            (
+                req("Accept: text/html"),
+                not_modified("Content-Type: image/png"),
+            ),
+            (
+                req("Accept: text/html"),
+                not_modified("Cache-Control: no-transform"),
+            ),
+            (
+                req("Accept: text/html"),
+                not_modified("Content-Disposition: attachment"),
+            ),
+            (req("Accept: text/html"), html("")),
+            (req("Accept: text/html"), resp(204, "")),
+        ];
+        for (q, r) in &no {
+            assert!(!revalidates_injectable(q, r));
+        }
     }
 
     #[test]

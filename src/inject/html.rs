@@ -789,6 +789,18 @@ impl StreamInjector {
         self.held.len()
     }
 
+    /// Whether [`finish`](Self::finish) would insert the snippet if the
+    /// document ended now (without consuming anything).
+    pub fn would_inject(&self) -> bool {
+        self.scan.place(self.emitted).0.injected()
+    }
+
+    /// Whether an `<html>` or `<body>` start tag has been seen so far (the
+    /// document check; it cannot be undone by later bytes).
+    pub fn document_seen(&self) -> bool {
+        self.scan.doc_seen
+    }
+
     /// Feeds the next piece of the body; appends to `out` what may go to the
     /// client now.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
@@ -874,15 +886,22 @@ mod tests {
         let mut inj = StreamInjector::new(tail);
         let mut out = Vec::new();
         let mut last = 0;
+        let mut seen = false;
         for &c in cuts.iter().chain(std::iter::once(&doc.len())) {
             let c = c.clamp(last, doc.len());
             inj.push(&doc[last..c], &mut out);
+            // The document check only ever turns on.
+            assert!(!seen || inj.document_seen());
+            seen = inj.document_seen();
             assert!(inj.held_len() <= tail, "held {} > {tail}", inj.held_len());
             // Emitted bytes are a prefix of the document, untouched.
             assert_eq!(&out[..], &doc[..out.len()]);
             last = c;
         }
+        let would = inj.would_inject();
         let p = inj.finish(SNIP, &mut out);
+        assert_eq!(would, p.injected());
+        assert!(!p.injected() || seen);
         assert_eq!(inj.held_len(), 0);
         (out, p)
     }

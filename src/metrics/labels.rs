@@ -127,6 +127,10 @@ label_enum!(
         Corrupt => "corrupt",
         Budget => "budget",
         EncodeError => "encode_error",
+        CspScriptNone => "csp_script_none",
+        HeadTooLong => "head_too_long",
+        Aborted => "aborted",
+        AlreadyInjected => "already_injected",
     }
 );
 

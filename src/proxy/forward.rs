@@ -225,24 +225,30 @@ pub async fn forward(
         };
     }
 
-    // HTML injection: an eligible page takes the injection path; a HEAD
-    // response to one loses its Content-Length (the GET's body differs).
-    let mut edits = Edits::NONE;
+    // HTML injection: an eligible page takes the injection path. A bodiless
+    // response that stands for an injected page (a HEAD to one, or a 304
+    // revalidating one) gets the head edits the injected GET would get, so
+    // a cache updating its stored page from it stays right; it loses its
+    // Content-Length (the GET's body differs).
+    let mut mirror = None;
     let mut inject_enc = None;
     if cfg.inject {
-        if head.method() == Method::Head {
-            // The headers mirror the GET's (weak ETag, no digests, Vary),
-            // so a cache updating a stored page from them stays right.
-            let injectable = decide::eligible_except_method(head, &resp).is_ok();
-            edits.drop_content_length = injectable;
-            edits.rewritten = injectable;
-        } else {
-            match decide::eligible(head, &resp) {
-                Ok(enc) => inject_enc = Some(enc),
-                Err(skip) => core.metrics.inject(inject::skip_result(skip)),
+        match decide::eligible(head, &resp) {
+            Ok(enc) => inject_enc = Some(enc),
+            Err(skip) => {
+                core.metrics.inject(inject::skip_result(skip));
+                let page_enc = if head.method() == Method::Head {
+                    decide::eligible_except_method(head, &resp).ok()
+                } else {
+                    None
+                };
+                if page_enc.is_some() || decide::revalidates_injectable(head, &resp) {
+                    mirror = inject::mirror(&core.inject, head, &resp, page_enc);
+                }
             }
         }
     }
+    let edits = mirror.as_ref().map_or(Edits::NONE, inject::Mirror::edits);
     let origin_framing = resp.framing();
     let (copied, mut keep_client) = match inject_enc {
         Some(enc) => {

@@ -2,30 +2,36 @@
 //! of the plain body copy once `inject::decide::eligible` said a response is
 //! an injectable HTML document. It owns the per-core injection state
 //! ([`InjectState`]: codec, memory budget, the tracker's CSP hash), the
-//! response head edits of a rewritten page, and the two body transforms:
+//! response head edits of a rewritten page (and of the bodiless responses
+//! that must match it: [`mirror`]), and the two body transforms:
 //!
-//! - identity: streamed through `html::StreamInjector` (only a tail is held
-//!   back), framed chunked for HTTP/1.1 clients and close-delimited for
-//!   HTTP/1.0 ones. The head goes out before the body is read, so CSP is
-//!   planned from the headers; a `<meta>` policy is looked for in the first
-//!   `INJECT_TAIL_BYTES` of the body and, if it would need what the headers
-//!   sent cannot give (no nonce, or a header change), the page is left
-//!   without the snippet (its bytes are unchanged; only the head edits of a
-//!   rewrite remain, which are all safe for an unchanged body).
+//! - identity: the response head is held, with the body bytes so far, until
+//!   the document's `<head>` has been read (`</head>`, `<body`, or anything
+//!   else that ends it) and an `<html>`/`<body>` tag was seen, or the body
+//!   ended, or `INJECT_TAIL_BYTES` were read. Then the decision is made from
+//!   everything that matters (CSP headers and `<meta>` policies, document
+//!   markup, a snippet already present): a page left alone goes out with
+//!   the origin's head and bytes; an injected one gets the rewrite's head
+//!   and streams through `html::StreamInjector` (only a tail is held back),
+//!   framed chunked for HTTP/1.1 clients and close-delimited for HTTP/1.0
+//!   ones. A page is held only for its head, so time-to-first-byte stays
+//!   near the origin's.
 //! - gzip/deflate: the compressed body is buffered (bounded by
-//!   `INJECT_MAX_BYTES` and the core's budget), decoded whole, injected and
-//!   re-encoded (or sent as identity when the client does not take the
-//!   coding), with an exact `Content-Length`. Past a bound or on a decode
-//!   error, the original head and bytes go out unchanged.
+//!   `INJECT_MAX_BYTES` and the core's budget, which counts allocated
+//!   capacity), decoded whole, injected and re-encoded (or sent as identity
+//!   when the client does not take the coding), with an exact
+//!   `Content-Length`. Past a bound or on a decode error, the original head
+//!   and bytes go out unchanged.
 //!
-//! Every injected page emits one `page_served` server event; every outcome
-//! is counted in `inject_total{result}`.
+//! Every injected page emits one `page_served` server event; every response
+//! on this path is counted once in `inject_total{result}` (`aborted` when
+//! the origin or the client fails before the outcome is known).
 
 use super::forward::{emit, end_chunked, fill, write_response_head, Edits, OutFraming, Side};
 use crate::clock;
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{Framing, RequestHead, ResponseHead};
-use crate::inject::codec::{Budget, Codec, CodecError, Coding, DecodeError, Limits};
+use crate::inject::codec::{Budget, Codec, CodecError, Coding, DecodeError, Limits, Reservation};
 use crate::inject::csp::{self, Action, CspPlan, SkipReason};
 use crate::inject::decide::{self, Encoding, Skip};
 use crate::inject::html::{inject_whole, Placement, StreamInjector};
@@ -79,6 +85,7 @@ fn csp_result(r: SkipReason) -> InjectResult {
         SkipReason::MetaNonceConflict => InjectResult::CspMetaNonceConflict,
         SkipReason::HashWouldBlockStyles => InjectResult::CspHashWouldBlockStyles,
         SkipReason::BadTrackerHash => InjectResult::CspBadTrackerHash,
+        SkipReason::ScriptNone => InjectResult::CspScriptNone,
     }
 }
 
@@ -208,12 +215,95 @@ pub(crate) async fn serve(
     }
 }
 
-/// Whether this client may get a per-client token, and the head edits that
-/// go with it.
-fn per_client(job: &Job<'_>) -> (bool, bool) {
-    let shared = decide::shared_cacheable(job.resp, clock::unix_millis() / 1000);
-    let add_private = !shared && !never_shared(job.resp);
+/// Whether the client of `resp` may get a per-client token, and whether
+/// `Cache-Control: private` goes with it.
+fn per_client(resp: &ResponseHead) -> (bool, bool) {
+    let shared = decide::shared_cacheable(resp, clock::unix_millis() / 1000);
+    let add_private = !shared && !never_shared(resp);
     (!shared, add_private)
+}
+
+/// The head edits of a bodiless response that must match an injected page:
+/// a HEAD to an injectable page, or a 304 revalidating one
+/// ([`decide::revalidates_injectable`]). Built by [`mirror`].
+pub(crate) struct Mirror {
+    plan: CspPlan,
+    add_private: bool,
+    drop_content_encoding: bool,
+}
+
+impl Mirror {
+    /// The edits, as the GET's rewritten 200 gets them (`Content-Length`
+    /// dropped: the injected body's length differs).
+    pub(crate) fn edits(&self) -> Edits<'_> {
+        let mut e = rewrite_edits(&self.plan, self.add_private);
+        e.drop_content_encoding = self.drop_content_encoding;
+        e
+    }
+}
+
+/// The head edits the injected GET of this page would get, for a bodiless
+/// response to `head`: the CSP rewrite (from the headers: a `<meta>`
+/// policy is in a body we do not have), `Cache-Control: private` when the
+/// page carries per-client data, the rewrite's `ETag`/`Vary`/digest edits,
+/// and for a compressed page whose client does not take the coding, no
+/// `Content-Encoding`. `None` when the headers alone say the GET would be
+/// left alone (a CSP skip). `enc`: the page's coding, when known (a HEAD).
+pub(crate) fn mirror(
+    st: &InjectState,
+    head: &RequestHead,
+    resp: &ResponseHead,
+    enc: Option<Encoding>,
+) -> Option<Mirror> {
+    let csp_headers: Vec<&[u8]> = resp.headers_named(b"content-security-policy").collect();
+    let plan = csp::plan(&csp_headers, &[], &st.tracker_hash);
+    if matches!(plan.action, Action::Skip(_)) {
+        return None;
+    }
+    let (_, add_private) = per_client(resp);
+    let drop_content_encoding =
+        enc.is_some_and(|e| e != Encoding::Identity && !decide::client_accepts(head, e));
+    Some(Mirror {
+        plan,
+        add_private,
+        drop_content_encoding,
+    })
+}
+
+/// What an earlier trackgate (a chain of two) leaves in a page it injected.
+const MARKER: &[u8] = b"id=\"trackgate-config\"";
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Looks for [`MARKER`] in a body arriving in pieces, across piece
+/// boundaries, keeping only the last `MARKER.len() - 1` bytes.
+#[derive(Default)]
+struct MarkerScan {
+    carry: Vec<u8>,
+    found: bool,
+}
+
+impl MarkerScan {
+    fn feed(&mut self, data: &[u8]) {
+        if self.found {
+            return;
+        }
+        let k = MARKER.len() - 1;
+        self.carry.extend_from_slice(&data[..data.len().min(k)]);
+        if contains(&self.carry, MARKER) || contains(data, MARKER) {
+            self.found = true;
+            return;
+        }
+        if data.len() >= k {
+            self.carry.clear();
+            self.carry.extend_from_slice(&data[data.len() - k..]);
+        } else {
+            let drop = self.carry.len().saturating_sub(k);
+            self.carry.drain(..drop);
+        }
+    }
 }
 
 /// The response already keeps every shared cache away: an unqualified
@@ -357,13 +447,64 @@ async fn identity(
 ) -> Done {
     let st = &job.core.inject;
     let cfg = &job.core.shared.cfg;
+    let tail = cfg.inject_tail_bytes;
     let mut reader = BodyReader::new(job.resp.framing());
-    let first = csp::plan(csp_headers, &[], &st.tracker_hash);
-    if let Action::Skip(r) = first.action {
-        job.core.metrics.inject(csp_result(r));
-        return pass_through(job, client, origin, &mut reader, Vec::new()).await;
+    let mut inj = StreamInjector::new(tail);
+    let mut marker = MarkerScan::default();
+    // Hold the head: read until the document's head is known (and the
+    // document markup seen), the body ends, or `tail` bytes are in. Only
+    // the first `tail` bytes count for the decision, so it does not depend
+    // on how the origin's body was split. `held` keeps the bytes as they
+    // came (for a page left alone), `ready` what the injector lets go (for
+    // an injected one).
+    let mut held: Vec<u8> = Vec::new();
+    let mut ready: Vec<u8> = Vec::new();
+    let mut fed = 0;
+    let (scan, ended) = loop {
+        let more = match reader.next(origin, cfg.upstream_timeout, &mut held).await {
+            Ok(more) => more,
+            Err(side) => {
+                job.core.metrics.inject(InjectResult::Aborted);
+                // Nothing was sent yet: the caller answers 502.
+                return Done {
+                    result: Err(side),
+                    keep_client: false,
+                    nothing_sent: true,
+                };
+            }
+        };
+        let cut = held.len().min(tail);
+        inj.push(held.get(fed..cut).unwrap_or(&[]), &mut ready);
+        fed = cut;
+        let scan = csp::scan_head(held.get(..cut).unwrap_or(&[]));
+        if !more || held.len() >= tail || (scan.complete && inj.document_seen()) {
+            break (scan, !more);
+        }
+    };
+    let document_seen = inj.document_seen();
+    inj.push(held.get(fed..).unwrap_or(&[]), &mut ready);
+    marker.feed(&held);
+    let m: Vec<&str> = scan.metas.iter().map(String::as_str).collect();
+    let plan = csp::plan(csp_headers, &m, &st.tracker_hash);
+    let left_alone = if let Action::Skip(r) = plan.action {
+        Some(csp_result(r))
+    } else if !scan.complete && !ended {
+        // A `<meta>` policy may still come: inject correctly or not at all.
+        Some(InjectResult::HeadTooLong)
+    } else if !document_seen || (ended && !inj.would_inject()) {
+        Some(InjectResult::NoDocumentMarkup)
+    } else if marker.found {
+        Some(InjectResult::AlreadyInjected)
+    } else {
+        None
+    };
+    if let Some(r) = left_alone {
+        job.core.metrics.inject(r);
+        return pass_through(job, client, origin, &mut reader, held).await;
     }
-    let (mint, add_private) = per_client(job);
+    drop(held);
+
+    let (mint, add_private) = per_client(job.resp);
     let client_11 = job.head.version_minor() == 1;
     let framing = if client_11 {
         OutFraming::Chunked
@@ -378,58 +519,37 @@ async fn identity(
         Some(framing),
         !keep,
         false,
-        &rewrite_edits(&first, add_private),
+        &rewrite_edits(&plan, add_private),
     );
     let chunked = client_11;
-    let tail = cfg.inject_tail_bytes;
+    let mut counted = false;
     let result = async {
         client.send(&mut out).await.map_err(|_| Side::Sink)?;
-        let mut inj = StreamInjector::new(tail);
-        // The first bytes, kept to look for `<meta>` policies at the end.
-        let mut prefix: Vec<u8> = Vec::new();
-        let mut data = Vec::with_capacity(crate::net::READ_CHUNK);
-        let mut piece = Vec::with_capacity(crate::net::READ_CHUNK);
         let mut scratch = Vec::with_capacity(16);
+        let mut piece = emit(client, ready, chunked, &mut scratch).await?;
+        let mut data = Vec::with_capacity(crate::net::READ_CHUNK);
         while reader.next(origin, cfg.upstream_timeout, &mut data).await? {
-            if prefix.len() < tail {
-                let n = (tail - prefix.len()).min(data.len());
-                prefix.extend_from_slice(&data[..n]);
-            }
             piece.clear();
             inj.push(&data, &mut piece);
+            marker.feed(&data);
             data.clear();
-            piece = emit(client, std::mem::take(&mut piece), chunked, &mut scratch).await?;
+            piece = emit(client, piece, chunked, &mut scratch).await?;
         }
-        let metas = csp::find_meta_csps(&prefix);
-        let plan = if metas.is_empty() {
-            first.clone()
-        } else {
-            let m: Vec<&str> = metas.iter().map(String::as_str).collect();
-            csp::plan(csp_headers, &m, &st.tracker_hash)
-        };
-        let skip = match &plan.action {
-            Action::Skip(r) => Some(csp_result(*r)),
-            // The head is gone: a plan that needs other headers than the
-            // ones sent cannot be followed.
-            _ if plan.new_headers != first.new_headers => Some(InjectResult::CspMetaNonceConflict),
-            _ => None,
-        };
         piece.clear();
-        match skip {
-            Some(r) => {
-                inj.finish(b"", &mut piece);
-                job.core.metrics.inject(r);
-            }
-            // A fragment: no token is minted for it.
-            None if !inj.clone().finish(b"", &mut Vec::new()).injected() => {
-                inj.finish(b"", &mut piece);
-                job.core.metrics.inject(InjectResult::NoDocumentMarkup);
-            }
-            None => {
-                let (snip, page) = build_snippet(job, mint, plan.action.nonce());
-                let placement = inj.finish(&snip, &mut piece);
-                injected(job, page.as_ref(), placement, "identity", &plan);
-            }
+        // The head went out already; the body may still turn out to carry
+        // another trackgate's snippet, or to end where no snippet can go:
+        // it then goes out unchanged (the head edits are safe for it).
+        counted = true;
+        if marker.found {
+            inj.finish(b"", &mut piece);
+            job.core.metrics.inject(InjectResult::AlreadyInjected);
+        } else if !inj.would_inject() {
+            inj.finish(b"", &mut piece);
+            job.core.metrics.inject(InjectResult::NoDocumentMarkup);
+        } else {
+            let (snip, page) = build_snippet(job, mint, plan.action.nonce());
+            let placement = inj.finish(&snip, &mut piece);
+            injected(job, page.as_ref(), placement, "identity", &plan);
         }
         emit(client, piece, chunked, &mut scratch).await?;
         if chunked {
@@ -438,6 +558,9 @@ async fn identity(
         Ok(())
     }
     .await;
+    if result.is_err() && !counted {
+        job.core.metrics.inject(InjectResult::Aborted);
+    }
     Done {
         result,
         keep_client: keep,
@@ -469,12 +592,23 @@ async fn compressed(
         job.core.metrics.inject(InjectResult::Budget);
         return pass_through(job, client, origin, &mut reader, body).await;
     };
+    // A known length: one allocation of exactly that size.
+    if let Framing::Length(n) = job.resp.framing() {
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        if grow_exact(&mut body, n, &mut res).is_err() {
+            job.core.metrics.inject(InjectResult::Budget);
+            drop(res);
+            return pass_through(job, client, origin, &mut reader, Vec::new()).await;
+        }
+    }
+    let mut piece = Vec::new();
     loop {
-        let before = body.len();
-        match reader.next(origin, cfg.upstream_timeout, &mut body).await {
+        piece.clear();
+        match reader.next(origin, cfg.upstream_timeout, &mut piece).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(side) => {
+                job.core.metrics.inject(InjectResult::Aborted);
                 // Nothing was sent yet: the caller answers 502.
                 return Done {
                     result: Err(side),
@@ -483,22 +617,16 @@ async fn compressed(
                 };
             }
         }
-        let grew = body.len() - before;
-        let over = if body.len() > max {
-            Some(InjectResult::TooLarge)
-        } else if !res.try_grow(grew) {
-            Some(InjectResult::Budget)
-        } else {
-            None
-        };
-        if let Some(r) = over {
+        if let Err(r) = append_bounded(&mut body, &piece, &mut res, max) {
             job.core.metrics.inject(r);
             drop(res);
+            body.extend_from_slice(&piece);
             return pass_through(job, client, origin, &mut reader, body).await;
         }
     }
+    drop(piece);
 
-    match rewrite(job, enc, &body, csp_headers, &mut res) {
+    match rewrite(job, enc, &body, body.capacity(), csp_headers, &mut res) {
         Ok(Rewritten {
             out,
             identity_out,
@@ -538,6 +666,50 @@ async fn compressed(
     }
 }
 
+/// Appends `piece` to a compressed body being buffered, within `max`
+/// bytes and the reservation `res` (grown from the core's budget), which
+/// always covers `body`'s allocated capacity, not just its length: the
+/// buffer grows by doubling (capped at `max`) with the budget reserved
+/// before each allocation. On an error `body` is unchanged.
+fn append_bounded(
+    body: &mut Vec<u8>,
+    piece: &[u8],
+    res: &mut Reservation,
+    max: usize,
+) -> Result<(), InjectResult> {
+    let need = body.len().saturating_add(piece.len());
+    if need > max {
+        return Err(InjectResult::TooLarge);
+    }
+    if need > body.capacity() {
+        let target = need.max(body.capacity().saturating_mul(2)).min(max);
+        grow_exact(body, target, res)?;
+    }
+    body.extend_from_slice(piece);
+    Ok(())
+}
+
+/// Grows `body`'s capacity to `target` bytes (no-op when it has them),
+/// reserving them from the budget first; the allocator's actual capacity
+/// is reconciled after.
+fn grow_exact(
+    body: &mut Vec<u8>,
+    target: usize,
+    res: &mut Reservation,
+) -> Result<(), InjectResult> {
+    if target <= body.capacity() {
+        return Ok(());
+    }
+    if !res.try_grow(target.saturating_sub(res.bytes())) {
+        return Err(InjectResult::Budget);
+    }
+    body.reserve_exact(target - body.len());
+    if !res.try_grow(body.capacity().saturating_sub(res.bytes())) {
+        return Err(InjectResult::Budget);
+    }
+    Ok(())
+}
+
 struct Rewritten {
     out: Vec<u8>,
     /// The body goes out as identity (the client does not take the coding).
@@ -552,8 +724,9 @@ fn rewrite(
     job: &Job<'_>,
     enc: Encoding,
     body: &[u8],
+    body_capacity: usize,
     csp_headers: &[&[u8]],
-    res: &mut crate::inject::codec::Reservation,
+    res: &mut Reservation,
 ) -> Result<Rewritten, InjectResult> {
     let st = &job.core.inject;
     let cfg = &job.core.shared.cfg;
@@ -577,9 +750,12 @@ fn rewrite(
         _ => codec.decode_deflate_any(body, &limits, &mut doc),
     }
     .map_err(decode_result)?;
+    if contains(&doc, MARKER) {
+        return Err(InjectResult::AlreadyInjected);
+    }
     let snippet_room = 4096;
     let page_len = doc.len() + snippet_room;
-    res.shrink_to(body.len() + doc.capacity());
+    res.shrink_to(body_capacity + doc.capacity());
     if !res.try_grow(page_len.saturating_add(codec.encode_bound(coding, page_len))) {
         return Err(InjectResult::Budget);
     }
@@ -589,7 +765,7 @@ fn rewrite(
     if let Action::Skip(r) = plan.action {
         return Err(csp_result(r));
     }
-    let (mint, add_private) = per_client(job);
+    let (mint, add_private) = per_client(job.resp);
     let mut injected_doc = Vec::with_capacity(doc.len() + snippet_room);
     // The token is minted only once the page is known to be a document.
     let probe = inject_whole(&doc, b"", &mut injected_doc);
@@ -622,4 +798,67 @@ fn rewrite(
         plan,
         add_private,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffering_reserves_what_is_allocated() {
+        // Pieces of uneven sizes, as reads deliver them.
+        let budget = Budget::new(1 << 20);
+        let mut res = budget.try_reserve(0).expect("reserve");
+        let mut body = Vec::new();
+        let mut total = 0;
+        for i in 0..200usize {
+            let piece = vec![b'x'; 700 + (i * 37) % 3000];
+            total += piece.len();
+            match append_bounded(&mut body, &piece, &mut res, 1 << 20) {
+                Ok(()) => {
+                    assert_eq!(body.len(), total);
+                    assert!(
+                        res.bytes() >= body.capacity(),
+                        "reserved {} < allocated {}",
+                        res.bytes(),
+                        body.capacity()
+                    );
+                    assert_eq!(budget.in_use(), res.bytes());
+                }
+                Err(r) => {
+                    // Refused only when the allocation would not fit.
+                    assert_eq!(r, InjectResult::Budget);
+                    assert!(body.len() + piece.len() > budget.total() / 2);
+                    break;
+                }
+            }
+        }
+        // Past `max`, refused without growing.
+        let mut small = Vec::new();
+        let mut r2 = Budget::new(1 << 20).try_reserve(0).expect("reserve");
+        assert_eq!(
+            append_bounded(&mut small, &[0; 11], &mut r2, 10),
+            Err(InjectResult::TooLarge)
+        );
+        assert!(small.is_empty());
+    }
+
+    #[test]
+    fn marker_is_found_across_every_split() {
+        let doc = b"<html><body><script type=\"application/json\" id=\"trackgate-config\">{}</script></body></html>";
+        for a in 0..doc.len() {
+            for b in a..doc.len() {
+                let mut m = MarkerScan::default();
+                m.feed(&doc[..a]);
+                m.feed(&doc[a..b]);
+                m.feed(&doc[b..]);
+                assert!(m.found, "{a} {b}");
+            }
+        }
+        let mut m = MarkerScan::default();
+        for c in b"<html><body>id=\"trackgate-conf</body></html>".chunks(3) {
+            m.feed(c);
+        }
+        assert!(!m.found);
+    }
 }
