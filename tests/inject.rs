@@ -745,6 +745,15 @@ fn start_metrics(o: &Origin, extra: &[(&str, &str)]) -> Proc {
     Proc::start(&env)
 }
 
+/// The sum of `inject_total` over every result.
+fn inject_sum(p: &Proc) -> f64 {
+    scrape(p.metrics_addr())
+        .lines()
+        .filter(|l| l.starts_with("trackgate_inject_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn inject_count(p: &Proc, result: &str) -> Option<f64> {
     let m = scrape(p.metrics_addr());
     metric(
@@ -846,6 +855,12 @@ fn head_gets_the_same_head_edits_as_its_get() {
         v.into_iter().filter(|(n, _)| n != "date").collect()
     };
     assert_eq!(strip(head_fields(&head)), strip(head_fields(&get)));
+
+    // The origin is asked a HEAD the way it is asked the GET: no br.
+    let _ = page_req(&p, "HEAD", "Accept-Encoding: br, gzip\r\n");
+    let seen = o.requests().pop().expect("seen");
+    assert!(seen.request_line().starts_with("HEAD"));
+    assert_eq!(seen.header("accept-encoding").as_deref(), Some("gzip"));
 }
 
 #[test]
@@ -919,6 +934,7 @@ fn script_src_none_is_never_given_our_hash() {
         assert_eq!(r.text(), PAGE, "{csp}");
         assert_eq!(r.header("content-security-policy"), Some(csp));
         assert_eq!(inject_count(&p, "csp_script_none"), Some(1.0), "{csp}");
+        assert_eq!(inject_sum(&p), 1.0, "{csp}");
     }
 }
 
@@ -939,6 +955,7 @@ fn origin_failing_mid_identity_page_is_counted_aborted() {
     assert!(c.read_response("GET").is_none());
     assert_eq!(inject_count(&p, "aborted"), Some(1.0));
     assert_eq!(inject_count(&p, "injected"), Some(0.0));
+    assert_eq!(inject_sum(&p), 1.0, "counted once");
 
     // Failing before the head is decided: a 502, counted too.
     let o = Origin::start(|_req, s| {
@@ -979,6 +996,7 @@ fn two_trackgates_in_a_chain_inject_once() {
             "{name}"
         );
         assert_eq!(inject_count(&outer, "injected"), Some(0.0), "{name}");
+        assert_eq!(inject_sum(&outer), 1.0, "{name}");
     }
 }
 
@@ -1020,4 +1038,51 @@ fn the_hash_in_a_served_csp_is_that_of_the_served_tracker_text() {
     let want = format!("'sha256-{}'", b64(&Sha256::digest(served.as_bytes())));
     let csp = r.header("content-security-policy").expect("csp");
     assert!(csp.ends_with(&want), "{csp} vs {want}");
+}
+
+#[test]
+fn late_surprises_keep_the_body_and_get_only_the_head_edits() {
+    // The head goes out once `<body` is in; what comes after the origin's
+    // pause decides only the body: ending inside a comment (no snippet can
+    // go there), or carrying an earlier trackgate's snippet.
+    let o = Origin::start(|req, s| {
+        let rest: &[u8] = if req.request_line().contains("/comment") {
+            b"<p>b</p><!-- never closed"
+        } else {
+            b"<script type=\"application/json\" id=\"trackgate-config\">{}</script></body></html>"
+        };
+        let first: &[u8] = b"<!doctype html><html><head><title>t</title></head><body><p>a</p>";
+        let _ = s.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nETag: \"l\"\r\nContent-Length: {}\r\n\r\n",
+                first.len() + rest.len()
+            )
+            .as_bytes(),
+        );
+        let _ = s.write_all(first);
+        let _ = s.flush();
+        std::thread::sleep(Duration::from_millis(300));
+        s.write_all(rest).is_ok()
+    });
+    let p = start_metrics(&o, &[]);
+    for (path, result) in [
+        ("/comment", "no_document_markup"),
+        ("/twice", "already_injected"),
+    ] {
+        let raw = format!(
+            "GET {path} HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\nConnection: close\r\n\r\n"
+        );
+        let r = http(p.addr, raw.as_bytes());
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text().matches("trackgate-config").count() <= 1,
+            "{}",
+            r.text()
+        );
+        assert!(!r.text().contains("<noscript>"), "{}", r.text());
+        assert_eq!(r.header("etag"), Some("W/\"l\""));
+        assert_eq!(inject_count(&p, result), Some(1.0), "{path}");
+    }
+    assert_eq!(inject_count(&p, "injected"), Some(0.0));
+    assert_eq!(inject_sum(&p), 2.0);
 }

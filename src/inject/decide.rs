@@ -225,7 +225,8 @@ fn is_download(v: &[u8]) -> bool {
 /// `"gzip, deflate"`, `"gzip"`, `"deflate"`, `"identity"`, and the first
 /// three with `", identity;q=0"` appended when the client refuses identity.
 ///
-/// "May get an injectable page": a GET without `HX-Request`, whose
+/// "May get an injectable page": a GET (or a HEAD, whose headers must
+/// mirror the GET's) without `HX-Request`, whose
 /// `Sec-Fetch-Dest` is absent or `document`, and which either has
 /// `Sec-Fetch-Dest: document` or an `Accept` naming `text/html` or
 /// `application/xhtml+xml` with a non-zero q (`*/*` does not count).
@@ -234,7 +235,7 @@ fn is_download(v: &[u8]) -> bool {
 /// the request cannot get an injectable page, or because the client accepts
 /// none of the codings we decode (its page then passes through untouched).
 pub fn narrow_accept_encoding(req: &RequestHead) -> Option<&'static str> {
-    if req.method() != Method::Get || !may_get_document(req) {
+    if !matches!(req.method(), Method::Get | Method::Head) || !may_get_document(req) {
         return None;
     }
     let gzip = client_accepts(req, Encoding::Gzip);
@@ -1052,10 +1053,16 @@ mod tests {
                 "{h}"
             );
         }
-        for m in ["HEAD", "POST", "OPTIONS"] {
+        for m in ["POST", "OPTIONS"] {
             let r = req_m(m, &format!("Accept: text/html\n{ae}"));
             assert_eq!(narrow_accept_encoding(&r), None, "{m}");
         }
+        // A HEAD is asked as its GET is (its head mirrors the GET's).
+        let r = req_m("HEAD", &format!("Accept: text/html\n{ae}"));
+        assert_eq!(
+            narrow_accept_encoding(&r),
+            narrow_accept_encoding(&req(&format!("Accept: text/html\n{ae}")))
+        );
     }
 
     const NOW: u64 = 1_750_000_000; // 2025-06-15
