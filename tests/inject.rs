@@ -81,7 +81,7 @@ fn assert_injected_once(body: &[u8]) {
 #[test]
 fn identity_page_gets_the_snippet_once_before_the_last_body() {
     let o = html_origin(
-        "ETag: \"abc\"\r\nContent-MD5: x\r\nAccept-Ranges: bytes\r\n",
+        "ETag: \"abc\"\r\nContent-MD5: x\r\nDigest: sha-256=x\r\nContent-Digest: sha-256=:x:\r\nAccept-Ranges: bytes\r\n",
         PAGE.as_bytes().to_vec(),
     );
     let p = start(&o);
@@ -92,6 +92,8 @@ fn identity_page_gets_the_snippet_once_before_the_last_body() {
     assert_eq!(r.header("content-length"), None);
     assert_eq!(r.header("etag"), Some("W/\"abc\""));
     assert_eq!(r.header("content-md5"), None);
+    assert_eq!(r.header("digest"), None);
+    assert_eq!(r.header("content-digest"), None);
     assert_eq!(r.header("accept-ranges"), None);
     assert_eq!(r.header("vary"), Some("Accept-Encoding"));
     assert_eq!(r.header("cache-control"), Some("private"));
@@ -243,6 +245,13 @@ fn multi_member_gzip_and_deflate_pages() {
     let r = page_req(&p, "GET", "Accept-Encoding: deflate\r\n");
     assert_eq!(r.header("content-encoding"), Some("deflate"));
     assert_injected_once(&decode(Coding::Zlib, &r.body));
+
+    // Raw deflate sent as `deflate` (some servers do): re-encoded the same way.
+    let o = gzip_origin("deflate", encode(Coding::RawDeflate, PAGE.as_bytes()));
+    let p = start(&o);
+    let r = page_req(&p, "GET", "Accept-Encoding: deflate\r\n");
+    assert_eq!(r.header("content-encoding"), Some("deflate"));
+    assert_injected_once(&decode(Coding::RawDeflate, &r.body));
 }
 
 #[test]
@@ -275,6 +284,17 @@ fn br_and_other_skips_come_back_byte_for_byte() {
             "Sec-Fetch-Dest: image\r\n",
         ),
         (200, "Content-Type: text/html\r\n", "HX-Request: true\r\n"),
+        // Stacked codings, and a gzip body that does not decode.
+        (
+            200,
+            "Content-Type: text/html\r\nContent-Encoding: gzip, gzip\r\n",
+            "Accept-Encoding: gzip\r\n",
+        ),
+        (
+            200,
+            "Content-Type: text/html\r\nContent-Encoding: gzip\r\n",
+            "Accept-Encoding: gzip\r\n",
+        ),
         (404, "Content-Type: text/html\r\n", ""),
         (200, "Content-Type: text/plain\r\n", ""),
     ];
@@ -1085,4 +1105,41 @@ fn late_surprises_keep_the_body_and_get_only_the_head_edits() {
     }
     assert_eq!(inject_count(&p, "injected"), Some(0.0));
     assert_eq!(inject_sum(&p), 2.0);
+}
+
+#[test]
+fn comma_joined_policies_in_one_header_all_allow_the_tracker() {
+    let hash = trackgate::inject::snippet::tracker_sha256_b64();
+    let o = html_origin(
+        "Content-Security-Policy: script-src 'self', default-src 'none'; script-src-elem https://cdn.example\r\n",
+        PAGE.as_bytes().to_vec(),
+    );
+    let p = start(&o);
+    let r = page_req(&p, "GET", "");
+    assert_injected_once(&r.body);
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some(
+            format!(
+                "script-src 'self' 'sha256-{hash}', default-src 'none'; script-src-elem https://cdn.example 'sha256-{hash}'"
+            )
+            .as_str()
+        )
+    );
+}
+
+#[test]
+fn every_inject_result_is_exposed() {
+    use trackgate::metrics::labels::InjectResult;
+    let o = html_origin("", PAGE.as_bytes().to_vec());
+    let p = start_metrics(&o, &[]);
+    let m = scrape(p.metrics_addr());
+    for r in InjectResult::ALL {
+        let series = format!("trackgate_inject_total{{result=\"{}\"}}", r.as_str());
+        assert_eq!(metric(&m, &series), Some(0.0), "{series}");
+    }
+    // HEAD is counted (not_get), like every proxied response.
+    let _ = page_req(&p, "HEAD", "");
+    assert_eq!(inject_count(&p, "not_get"), Some(1.0));
+    assert_eq!(inject_sum(&p), 1.0);
 }
