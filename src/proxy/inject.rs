@@ -334,14 +334,14 @@ fn original_head(job: &Job<'_>, out: &mut Vec<u8>) -> (OutFraming, bool) {
     (framing, keep)
 }
 
-/// Sends the original head, then `buffered` (body bytes already read),
-/// then the rest of the body as it comes.
+/// Sends the original head, then `buffered` (body bytes already read, in
+/// order), then the rest of the body as it comes.
 async fn pass_through(
     job: &Job<'_>,
     client: &mut Conn,
     origin: &mut Conn,
     reader: &mut BodyReader,
-    buffered: Vec<u8>,
+    buffered: Vec<Vec<u8>>,
 ) -> Done {
     let mut out = Vec::with_capacity(1024);
     let (framing, keep) = original_head(job, &mut out);
@@ -349,7 +349,10 @@ async fn pass_through(
     let result = async {
         client.send(&mut out).await.map_err(|_| Side::Sink)?;
         let mut scratch = Vec::with_capacity(16);
-        let mut data = emit(client, buffered, chunked, &mut scratch).await?;
+        let mut data = Vec::new();
+        for part in buffered {
+            data = emit(client, part, chunked, &mut scratch).await?;
+        }
         let timeout = job.core.shared.cfg.upstream_timeout;
         while reader.next(origin, timeout, &mut data).await? {
             data = emit(client, data, chunked, &mut scratch).await?;
@@ -500,7 +503,7 @@ async fn identity(
     };
     if let Some(r) = left_alone {
         job.core.metrics.inject(r);
-        return pass_through(job, client, origin, &mut reader, held).await;
+        return pass_through(job, client, origin, &mut reader, vec![held]).await;
     }
     drop(held);
 
@@ -585,12 +588,12 @@ async fn compressed(
     if let Framing::Length(n) = job.resp.framing() {
         if n > max as u64 {
             job.core.metrics.inject(InjectResult::TooLarge);
-            return pass_through(job, client, origin, &mut reader, body).await;
+            return pass_through(job, client, origin, &mut reader, vec![]).await;
         }
     }
     let Some(mut res) = st.budget.try_reserve(0) else {
         job.core.metrics.inject(InjectResult::Budget);
-        return pass_through(job, client, origin, &mut reader, body).await;
+        return pass_through(job, client, origin, &mut reader, vec![]).await;
     };
     // A known length: one allocation of exactly that size.
     if let Framing::Length(n) = job.resp.framing() {
@@ -598,7 +601,8 @@ async fn compressed(
         if grow_exact(&mut body, n, &mut res).is_err() {
             job.core.metrics.inject(InjectResult::Budget);
             drop(res);
-            return pass_through(job, client, origin, &mut reader, Vec::new()).await;
+            drop(body);
+            return pass_through(job, client, origin, &mut reader, vec![]).await;
         }
     }
     let mut piece = Vec::new();
@@ -620,8 +624,7 @@ async fn compressed(
         if let Err(r) = append_bounded(&mut body, &piece, &mut res, max) {
             job.core.metrics.inject(r);
             drop(res);
-            body.extend_from_slice(&piece);
-            return pass_through(job, client, origin, &mut reader, body).await;
+            return pass_through(job, client, origin, &mut reader, vec![body, piece]).await;
         }
     }
     drop(piece);
@@ -661,7 +664,7 @@ async fn compressed(
         Err(r) => {
             job.core.metrics.inject(r);
             drop(res);
-            pass_through(job, client, origin, &mut reader, body).await
+            pass_through(job, client, origin, &mut reader, vec![body]).await
         }
     }
 }
