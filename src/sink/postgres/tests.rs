@@ -549,3 +549,65 @@ fn throughput() {
         );
     }
 }
+
+#[test]
+fn a_server_stopped_mid_transaction_commits_nothing_of_that_batch() {
+    let c = Arc::new(TestCluster::start());
+    let (db, table) = ("postgres", "midtx");
+    let mut s = sink(config(&c, db, table));
+    let first = events(0..100);
+    assert_eq!(s.deliver(&refs(&first)).unwrap().written, 100);
+    // A trigger holds the batch's INSERT open on the event marked "slow", so
+    // the server is stopped while the transaction is in progress.
+    c.psql(
+        db,
+        &format!(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.payload->'payload' ? 'slow' THEN PERFORM pg_sleep(600); END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION slow()"
+        ),
+    );
+    let mut second = events(100..600);
+    second[250] = event_with(350, r#"{"slow":true}"#);
+    let stopper = {
+        let c = Arc::clone(&c);
+        std::thread::spawn(move || {
+            for _ in 0..3000 {
+                let waiting = c.psql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'",
+                );
+                if waiting == "1" {
+                    c.stop_immediate();
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        })
+    };
+    let err = s.deliver(&refs(&second)).unwrap_err();
+    assert!(
+        stopper.join().unwrap(),
+        "the batch never reached the trigger"
+    );
+    assert!(matches!(err, PgError::ConnectionLost { .. }), "{err}");
+    assert!(err.is_connection() && err.kind() == SinkFailure::Connect);
+    c.restart();
+    c.psql(db, &format!("DROP TRIGGER slow ON {table}"));
+    assert_eq!(
+        counts(&c, db, table),
+        (100, 100),
+        "nothing of the interrupted batch"
+    );
+    let (d, _) = deliver_until_ok(&mut s, &refs(&second), &|_| {});
+    assert_eq!(
+        d,
+        Delivered {
+            written: 500,
+            duplicates: 0,
+            dead_lettered: 0
+        }
+    );
+    assert_eq!(counts(&c, db, table), (600, 600));
+}
