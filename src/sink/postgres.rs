@@ -474,7 +474,7 @@ impl PgSink {
     fn write_batch(&mut self, rows: &[Row<'_>]) -> Result<(u64, u64), BatchError> {
         let started = Instant::now();
         let target = self.target.clone();
-        let classify = |e: postgres::Error, doing: &'static str| classify(e, doing, &target);
+        let fail = |e: postgres::Error, doing: &'static str| classify(e, doing, &target);
         let copy = self.cfg.copy;
         let (copy_sql, from_stage, insert_head) =
             (&self.copy_sql, &self.insert_from_stage, &self.insert_head);
@@ -490,23 +490,23 @@ impl PgSink {
         let client = self.client.insert(client);
         let mut tx = client
             .transaction()
-            .map_err(|e| classify(e, "to begin a transaction"))?;
+            .map_err(|e| fail(e, "to begin a transaction"))?;
         let inserted = if copy {
             let writer = tx
                 .copy_in(copy_sql.as_str())
-                .map_err(|e| classify(e, "COPY into the staging table"))?;
+                .map_err(|e| fail(e, "COPY into the staging table"))?;
             let mut writer =
                 BinaryCopyInWriter::new(writer, &[Type::UUID, Type::TIMESTAMPTZ, Type::JSONB]);
             for r in rows {
                 writer
                     .write(&[&r.event_id, &r.ts, &r.payload])
-                    .map_err(|e| classify(e, "COPY into the staging table"))?;
+                    .map_err(|e| fail(e, "COPY into the staging table"))?;
             }
             writer
                 .finish()
-                .map_err(|e| classify(e, "COPY into the staging table"))?;
+                .map_err(|e| fail(e, "COPY into the staging table"))?;
             tx.execute(from_stage.as_str(), &[])
-                .map_err(|e| classify(e, "INSERT … ON CONFLICT into the table"))?
+                .map_err(|e| fail(e, "INSERT … ON CONFLICT into the table"))?
         } else {
             let mut inserted = 0;
             for chunk in rows.chunks(MAX_PARAMS / COLUMNS) {
@@ -520,11 +520,11 @@ impl PgSink {
                 }
                 inserted += tx
                     .execute(sql.as_str(), &params)
-                    .map_err(|e| classify(e, "INSERT … ON CONFLICT into the table"))?;
+                    .map_err(|e| fail(e, "INSERT … ON CONFLICT into the table"))?;
             }
             inserted
         };
-        tx.commit().map_err(|e| classify(e, "COMMIT"))?;
+        tx.commit().map_err(|e| fail(e, "COMMIT"))?;
         self.stats.flush_duration.observe(started.elapsed());
         let staged = rows.len() as u64;
         Ok((inserted, staged.saturating_sub(inserted)))
