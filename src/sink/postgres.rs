@@ -22,6 +22,11 @@
 //! letters. The caller (the sink runner) waits and delivers the same events
 //! again; what already committed comes back as duplicates.
 //!
+//! A dead-letter line is `{"dead_lettered_at":"<RFC 3339>","table":"…",
+//! "error":"<the server's message with its SQLSTATE, or why the event was
+//! not readable>","event":"<the event line, as a JSON string>"}`. A batch
+//! delivered again after an error may dead-letter the same event again.
+//!
 //! No connection is made by [`PgSink::new`]: the first `deliver` connects,
 //! creates the table when `PG_CREATE_TABLE=true` (the statements of
 //! `deploy/init.sql`, compiled in) and the staging table; a broken

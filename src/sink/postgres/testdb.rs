@@ -132,6 +132,15 @@ impl TestCluster {
         )
     }
 
+    /// A key/value DSN for database `dbname` over the unix socket.
+    pub fn socket_dsn(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user={USER} dbname={dbname}",
+            self.socket_dir.display(),
+            self.port
+        )
+    }
+
     /// The directory for files a test wants deleted with the cluster.
     pub fn scratch(&self) -> &Path {
         &self.root

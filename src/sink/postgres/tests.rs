@@ -184,6 +184,18 @@ fn a_server_that_is_down_is_a_connection_failure() {
 }
 
 #[test]
+fn a_unix_socket_dsn_works() {
+    let c = TestCluster::shared();
+    let mut s = sink(PgConfig {
+        dsn: c.socket_dsn("postgres"),
+        ..config(&c, "postgres", "via_socket")
+    });
+    let lines = events(0..20);
+    assert_eq!(s.deliver(&refs(&lines)).unwrap().written, 20);
+    assert_eq!(counts(&c, "postgres", "via_socket"), (20, 20));
+}
+
+#[test]
 fn init_sql_runs_on_a_fresh_cluster_and_is_the_schema_the_sink_creates() {
     let c = TestCluster::shared();
     let by_psql = c.create_database("schema_psql");
