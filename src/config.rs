@@ -50,6 +50,13 @@ pub const VARS: &[Var] = &[
     v("BATCH_SIZE", "100", "events buffered before the log sink writes"),
     v("FLUSH_INTERVAL_MS", "250", "the log sink writes (and fsyncs, with interval) at least this often"),
     v("QUEUE_CAPACITY", "65536", "batches each sink queue holds before requests are refused"),
+    v("PG_DSN", "", "PostgreSQL connection string, key=value or postgres:// URL (needed with OUTPUTS=postgres)"),
+    v("PG_TABLE", "events_json", "table the postgres sink writes (schema: deploy/init.sql)"),
+    v("PG_BATCH_SIZE", "500", "events per PostgreSQL transaction"),
+    v("PG_FLUSH_MS", "500", "the postgres sink writes a partial batch at least this often"),
+    v("PG_COPY", "true", "binary COPY through a staging table (false: multi-row INSERT)"),
+    v("PG_CREATE_TABLE", "true", "create the table and its indexes at connect (idempotent)"),
+    v("PG_DEAD_LETTER", "./data/postgres.dead.ndjson", "NDJSON file for events PostgreSQL refuses, each with the error"),
     v("CORES", "", "number of cores to run on: the first N CPUs of the affinity mask (default all)"),
     v("TRUST_PROXY", "false", "take the client IP from X-Forwarded-For when the peer is trusted"),
     v("TRUSTED_PROXIES", "", "CIDR list of trusted proxies (default with TRUST_PROXY: loopback and private ranges)"),
@@ -147,6 +154,8 @@ pub struct Config {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub queue_capacity: usize,
+    /// The `PG_*` settings of the postgres sink (`dsn` empty when unset).
+    pub pg: crate::sink::postgres::PgConfig,
     pub cores: Option<usize>,
     pub trusted_proxies: TrustedProxies,
     pub max_body_bytes: usize,
@@ -430,6 +439,31 @@ fn parse_outputs(raw: &str) -> Result<Vec<Output>, ConfigError> {
     Ok(out)
 }
 
+/// The `PG_*` variables. `PG_DSN` is checked when set (it is needed only
+/// with `OUTPUTS=postgres`) and never echoed: it may hold a password.
+fn parse_pg(r: &Reader<'_>) -> Result<crate::sink::postgres::PgConfig, ConfigError> {
+    use crate::sink::postgres::{check_table, parse_dsn, PgConfig};
+    let dsn = r.raw("PG_DSN").unwrap_or_default();
+    if !dsn.is_empty() {
+        parse_dsn(&dsn).map_err(|expected| ConfigError {
+            var: "PG_DSN",
+            given: format!("<{} bytes, not shown>", dsn.len()),
+            expected,
+        })?;
+    }
+    let table = r.string("PG_TABLE");
+    check_table(&table).map_err(|expected| err("PG_TABLE", &table, expected))?;
+    Ok(PgConfig {
+        dsn,
+        table,
+        batch_size: r.parse("PG_BATCH_SIZE", "a count of events, at least 1", Some(1))?,
+        flush_interval: r.millis("PG_FLUSH_MS")?,
+        copy: r.bool("PG_COPY")?,
+        create_table: r.bool("PG_CREATE_TABLE")?,
+        dead_letter: PathBuf::from(r.string("PG_DEAD_LETTER")),
+    })
+}
+
 fn parse_prefix(raw: &str) -> Result<String, ConfigError> {
     let t = raw.trim_end_matches('/');
     if t.is_empty() {
@@ -545,6 +579,7 @@ impl Config {
             "never" => Fsync::Never,
             other => return Err(err("LOG_FSYNC", other, "interval, always or never")),
         };
+        let pg = parse_pg(&r)?;
         let cores = match r.raw("CORES") {
             None => None,
             Some(raw) => match raw.parse::<usize>() {
@@ -671,6 +706,7 @@ impl Config {
             batch_size: r.parse("BATCH_SIZE", "a count of events, at least 1", Some(1))?,
             flush_interval: r.millis("FLUSH_INTERVAL_MS")?,
             queue_capacity: r.parse("QUEUE_CAPACITY", "a count, at least 1", Some(1))?,
+            pg,
             cores,
             trusted_proxies,
             max_body_bytes: r.parse("MAX_BODY_BYTES", "bytes, at least 1", Some(1))?,
@@ -775,6 +811,56 @@ mod tests {
             c.ip_hash_secret,
             derive_ip_hash_secret(b"0123456789abcdef0123")
         );
+    }
+
+    #[test]
+    fn postgres_settings() {
+        let c = load(Mode::Serve, BASE).expect("valid");
+        assert_eq!(c.pg.dsn, "");
+        assert_eq!(c.pg.table, "events_json");
+        assert_eq!(c.pg.batch_size, 500);
+        assert_eq!(c.pg.flush_interval, Duration::from_millis(500));
+        assert!(c.pg.copy && c.pg.create_table);
+        assert_eq!(
+            c.pg.dead_letter,
+            PathBuf::from("./data/postgres.dead.ndjson")
+        );
+        let c = load(
+            Mode::Serve,
+            &with(&[
+                ("PG_DSN", "postgres://tg:s3cret-pw@db.internal/analytics"),
+                ("PG_TABLE", "clicks"),
+                ("PG_BATCH_SIZE", "2000"),
+                ("PG_FLUSH_MS", "50"),
+                ("PG_COPY", "false"),
+                ("PG_CREATE_TABLE", "off"),
+                ("PG_DEAD_LETTER", "/var/lib/trackgate/pg.dead"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.pg.table, "clicks");
+        assert_eq!(c.pg.batch_size, 2000);
+        assert_eq!(c.pg.flush_interval, Duration::from_millis(50));
+        assert!(!c.pg.copy && !c.pg.create_table);
+        assert_eq!(
+            c.pg.dead_letter,
+            PathBuf::from("/var/lib/trackgate/pg.dead")
+        );
+        assert!(!format!("{:?}", c.pg).contains("s3cret"));
+        for (var, val) in [
+            ("PG_TABLE", "public.events"),
+            ("PG_TABLE", "Events"),
+            ("PG_BATCH_SIZE", "0"),
+            ("PG_FLUSH_MS", "0"),
+            ("PG_COPY", "maybe"),
+            ("PG_CREATE_TABLE", "2"),
+            ("PG_DSN", "host=db password=s3cret-pw sslmode=require"),
+            ("PG_DSN", "postgres://tg:s3cret-pw@db:port/x"),
+        ] {
+            let e = load(Mode::Serve, &with(&[(var, val)])).unwrap_err();
+            assert_eq!(e.var, var, "{val}");
+            assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

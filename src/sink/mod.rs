@@ -15,6 +15,7 @@
 //! call [`SinkHandle::submit`].
 
 pub mod log;
+pub mod postgres;
 
 use crate::metrics::labels::{Sink, SinkFailure};
 use crate::metrics::sinks::SinkStats;
