@@ -263,18 +263,13 @@ fn demo_serves_the_site_and_records_events() {
 #[test]
 fn a_second_process_binds_the_same_port_and_takes_over() {
     let origin = Origin::fixed(200, "text/plain", b"hi".to_vec());
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").port()
-    };
-    let addr = format!("127.0.0.1:{port}");
-    let env = [
-        ("FORWARD_DESTINATION", origin.url()),
-        ("SERVER_ADDR", addr.clone()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let old = Proc::start(&env);
-    let new = Proc::start(&env);
+    let url = origin.url();
+    // The old process picks the port itself and holds it from then on: a
+    // port probed and released first could be taken meanwhile by another
+    // test's SO_REUSEPORT listener, which the two would then share.
+    let old = Proc::start(&[("FORWARD_DESTINATION", &url)]);
+    let addr = old.addr.to_string();
+    let new = Proc::start(&[("FORWARD_DESTINATION", &url), ("SERVER_ADDR", &addr)]);
     assert_eq!(old.addr, new.addr);
     for _ in 0..20 {
         assert_eq!(get(new.addr, "/").status, 200);
