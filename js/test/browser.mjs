@@ -51,6 +51,20 @@ const origin = createServer((req, res) => {
       { "Content-Security-Policy": `default-src 'self'; script-src 'nonce-${NONCE}'; object-src 'none'; base-uri 'none'` },
       page("Strict CSP", `<script nonce="${NONCE}">window.pageScriptRan = true;</script>`, false),
     );
+  if (path === "/standalone") {
+    // A page not behind the proxy, written for GoTrack: loads the tracker
+    // from trackgate and calls GoTrackPixel.init.
+    const tg = new URL(req.url, "http://x").searchParams.get("tg");
+    return html(
+      200,
+      {},
+      page(
+        "Standalone",
+        `<script src="${tg}/pixel.js"></script>` +
+          `<script>GoTrackPixel.init({ endpoint: ${JSON.stringify(tg + "/collect")}, pixel: ${JSON.stringify(tg + "/px.gif")} });</script>`,
+      ),
+    );
+  }
   if (path === "/" || path === "/next" || path === "/late")
     return html(200, {}, page(path === "/" ? "Home" : path.slice(1), `<button id="buy" data-tg-event="buy" data-tg-plan="pro">Buy</button>`));
   res.writeHead(404, { "Content-Type": "text/plain" });
@@ -136,7 +150,7 @@ async function newPage(ctx) {
 }
 
 try {
-  const tg = await startTrackgate({});
+  const tg = await startTrackgate({ CORS_ORIGINS: originUrl });
   const ctx = await browser.newContext();
 
   // 1. A page through the proxy: pageview joined to page_served, auth verified.
@@ -245,7 +259,18 @@ try {
   check(statuses4.some((s) => /^GET \/hmac\/public-key 200$/.test(s)), "the refresh came from the tracker's timer", statuses4);
   await ctx3.close();
 
-  // 6. Served as a file: /pixel.js and GoTrackPixel.init for pages not behind the proxy.
+  // 6. A page elsewhere (the origin itself, not proxied) using /pixel.js
+  // and GoTrackPixel.init: token from /hmac/public-key, events to /collect
+  // across origins (CORS).
+  const ctx4 = await browser.newContext();
+  const p5 = await newPage(ctx4);
+  await p5.goto(originUrl + "/standalone?tg=" + encodeURIComponent(tg.base));
+  const standalone = await tg.waitFor("pageview from a page not behind the proxy", (e) => e.type === "pageview" && e.url === originUrl + "/standalone?tg=" + encodeURIComponent(tg.base));
+  check(standalone?.source === "collect" && standalone?.auth?.kind === "f" && standalone?.payload?.client?.detectors?.length >= 10, "GoTrackPixel.init on a page not behind the proxy: signed pageview to /collect with a fetched token", standalone && { source: standalone.source, auth: standalone.auth });
+  check(!p5.consoleLines.some((l) => /^error|pageerror/.test(l)), "no console errors on the standalone page", p5.consoleLines);
+  await ctx4.close();
+
+  // 7. Served as a file: /pixel.js and GoTrackPixel.init for pages not behind the proxy.
   const r = await fetch(tg.base + "/pixel.js");
   const etag = r.headers.get("etag");
   check(r.status === 200 && /javascript/.test(r.headers.get("content-type")) && etag, "/pixel.js served with an ETag", [r.status, etag]);
