@@ -47,7 +47,7 @@ let until = 0; // Date.now() after which it has expired
 let refreshing: Promise<void> | undefined;
 let refreshTimer: ReturnType<typeof setTimeout> | undefined;
 let timer: ReturnType<typeof setTimeout> | undefined;
-let busy = false;
+let sending: Ev[] = []; // the batch of the POST in flight
 let failures = 0;
 
 /** Starts delivery for this page: restores the tab's unsent events, takes the config's token. */
@@ -149,9 +149,8 @@ function schedule(ms: number) {
 export async function flush(): Promise<void> {
   clearTimeout(timer);
   timer = undefined;
-  if (busy || !queue.length) return;
-  busy = true;
-  const batch = queue.slice(0, BATCH);
+  if (sending.length || !queue.length) return;
+  const batch = (sending = queue.slice(0, BATCH));
   try {
     let status = await post(batch);
     if (status === 401) {
@@ -172,12 +171,12 @@ export async function flush(): Promise<void> {
       drop(batch);
       failures = 0;
     } else {
-      busy = false;
+      sending = [];
       schedule(500 * 2 ** failures);
       return;
     }
   }
-  busy = false;
+  sending = [];
   if (queue.length) return flush();
 }
 
@@ -191,15 +190,17 @@ export function push(ev: Ev, now?: boolean) {
 
 /**
  * The page is going away: beacon what is queued, a batch at a time, signed
- * synchronously. Without a valid token, or when the browser refuses a
- * beacon (64 KiB in flight), the rest stays in sessionStorage for the tab's
- * next page.
+ * synchronously; the batch of a POST in flight is left to it (keepalive
+ * carries it past unload). Without a valid token, or when the browser
+ * refuses a beacon (64 KiB in flight), the rest stays in sessionStorage for
+ * the tab's next page.
  */
 export function unload() {
   clearTimeout(timer);
   timer = undefined;
-  while (queue.length && token && Date.now() < until) {
-    const batch = queue.slice(0, BATCH);
+  let rest: Ev[];
+  while ((rest = queue.filter((e) => sending.indexOf(e) < 0)).length && token && Date.now() < until) {
+    const batch = rest.slice(0, BATCH);
     const body = JSON.stringify(batch);
     try {
       if (!w.navigator.sendBeacon(target() + "?_tg=" + signSync(token, body), body)) return;

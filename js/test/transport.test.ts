@@ -190,10 +190,12 @@ describe("failures", () => {
 describe("unload", () => {
   it("beacons the queue to the page's path with ?_tg=<signature of the body>", async () => {
     const f = fakeWindow(() => new Promise(() => undefined));
+    // 25 events left unsent by the tab's previous page.
+    f.store.set("_tg_q", JSON.stringify(Array.from({ length: 25 }, (_, i) => ev("click", i))));
     t.init(f.w, { endpoint: "/collect", pixel: "/px.gif", token: TOKEN, expires_at: 1767227400 });
-    for (let i = 0; i < 25; i++) t.push(ev("click", i));
-    f.calls.length = 0;
+    expect(t.queued()).toBe(25);
     t.unload();
+    expect(f.calls).toHaveLength(0);
     expect(f.beacons).toHaveLength(2); // batches of 20
     for (const b of f.beacons) {
       expect(b.url).toBe("/p/1?_tg=" + signSync(TOKEN, b.body));
@@ -214,6 +216,18 @@ describe("unload", () => {
     expect(f.beacons).toEqual([]);
     expect(JSON.parse(f.store.get("_tg_q")!)).toHaveLength(1);
     vi.restoreAllMocks();
+  });
+
+  it("leaves the batch of a POST in flight to that POST", async () => {
+    const f = fakeWindow(() => new Promise(() => undefined));
+    t.init(f.w, { endpoint: "/collect", pixel: "/px.gif", token: TOKEN, expires_at: 1767227400 });
+    t.push(ev("pageview", 0), true);
+    await settle();
+    expect(f.calls).toHaveLength(1);
+    t.push(ev("engagement", 1));
+    t.unload();
+    expect(f.beacons.map((b) => JSON.parse(b.body).map((e: Ev) => e.event_id))).toEqual([["e1"]]);
+    expect(t.queued()).toBe(1); // the pageview, until its POST answers
   });
 
   it("keeps what the browser refuses to beacon", async () => {
