@@ -98,15 +98,38 @@ fn tracker_in_headless_chromium() {
         );
         assert!(ok, "npm ci in js/ failed:\n{out}");
     }
+    let events_out = std::env::temp_dir().join(format!(
+        "trackgate-browser-events-{}.ndjson",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&events_out);
     let (ok, out) = run_bounded(
         Command::new("node")
             .arg(js.join("test/browser.mjs"))
             .current_dir(&js)
             .env("TRACKGATE_BIN", env!("CARGO_BIN_EXE_trackgate"))
-            .env("TRACKGATE_CHROMIUM", &chromium),
+            .env("TRACKGATE_CHROMIUM", &chromium)
+            .env("TRACKGATE_EVENTS_OUT", &events_out),
         Duration::from_secs(300),
     );
     println!("{out}");
     assert!(ok, "browser checks failed (within 300 s):\n{out}");
     assert!(out.contains("all browser checks passed"), "{out}");
+
+    // Every event the browser caused is a valid event line.
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../docs/event.schema.json")).expect("schema");
+    let validator = jsonschema::validator_for(&schema).expect("valid schema");
+    let text = std::fs::read_to_string(&events_out).expect("events copied by browser.mjs");
+    let _ = std::fs::remove_file(&events_out);
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("NDJSON line"))
+        .collect();
+    for e in &events {
+        assert!(validator.is_valid(e), "{e}");
+    }
+    for t in ["page_served", "pageview", "engagement", "signup", "buy"] {
+        assert!(events.iter().any(|e| e["type"] == t), "no {t} event");
+    }
 }

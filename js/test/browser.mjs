@@ -6,7 +6,7 @@
 // Exits non-zero with the failing check on stderr.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { appendFileSync, mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -93,7 +93,7 @@ async function startTrackgate(extraEnv) {
     },
     stdio: ["ignore", "ignore", "pipe"],
   });
-  procs.push({ child, dir });
+  procs.push({ child, dir, logPath });
   const stderr = [];
   const addr = await new Promise((resolve, reject) => {
     let buf = "";
@@ -278,9 +278,11 @@ try {
   check(r304.status === 304, "/pixel.js revalidates with 304", r304.status);
 } finally {
   await browser.close().catch(() => undefined);
-  for (const { child, dir } of procs) {
+  for (const { child, dir, logPath } of procs) {
     child.kill("SIGTERM");
     await new Promise((r) => (child.exitCode !== null ? r() : child.on("exit", r)));
+    // tests/browser.rs validates every event line against docs/event.schema.json.
+    if (process.env.TRACKGATE_EVENTS_OUT && existsSync(logPath)) appendFileSync(process.env.TRACKGATE_EVENTS_OUT, readFileSync(logPath));
     rmSync(dir, { recursive: true, force: true });
   }
   origin.close();
