@@ -45,6 +45,8 @@ const origin = createServer((req, res) => {
     res.writeHead(204);
     return res.end();
   }
+  if (path === "/csp-hash")
+    return html(200, { "Content-Security-Policy": "default-src 'self'; script-src 'self'; object-src 'none'" }, page("Hash CSP", "", false));
   if (path === "/csp")
     return html(
       200,
@@ -195,10 +197,13 @@ try {
   // 3. Leaving the page: engagement via sendBeacon (?_tg=).
   await p1.mouse.wheel(0, 1500);
   await sleep(300);
+  const beacons = [];
+  p1.on("request", (r) => r.method() === "POST" && /[?&]_tg=tg1\./.test(r.url()) && beacons.push(new URL(r.url()).pathname));
   await p1.goto(tg.base + "/next");
   const eng = await tg.waitFor("engagement on leave", (e) => e.type === "engagement" && e.pageview_id === pv);
   check(eng && eng.auth && eng.payload.visible_ms > 0 && eng.payload.pointer >= 1 && eng.payload.scroll_max_pct > 0, "engagement sent as the page is left (visible time, scroll depth, input counts), signed", eng?.payload);
   check(["hidden", "pagehide"].includes(eng?.payload?.trigger), "engagement triggered by visibilitychange/pagehide", eng?.payload?.trigger);
+  check(beacons.includes("/spa/step-2"), "sent by sendBeacon to the page's own path with ?_tg=", beacons);
   check(!p1.consoleLines.some((l) => /^error|pageerror/.test(l)), "no console errors on the tracked pages", p1.consoleLines);
 
   // 4. Strict nonce CSP: our tags carry the page's nonce; no violation.
@@ -216,6 +221,20 @@ try {
   check(await p2.evaluate(() => window.pageScriptRan === true), "the page's own nonce script ran");
   check(violations.length === 0, "no securitypolicyviolation events", violations);
   check(!p2.consoleLines.some((l) => /Content Security Policy|Refused to/i.test(l)), "no CSP messages in the console", p2.consoleLines);
+  // 4b. A policy with neither nonce nor 'unsafe-inline': trackgate adds the
+  // tracker's sha256 to script-src; the browser's hash of the inline text
+  // must match it.
+  const p2b = await newPage(ctx);
+  await p2b.addInitScript(() => {
+    window.__cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (e) => window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI));
+  });
+  await p2b.goto(tg.base + "/csp-hash");
+  const hashServed = await tg.waitFor("page_served for /csp-hash", (e) => e.type === "page_served" && e.payload.path === "/csp-hash");
+  check(hashServed?.payload?.csp?.action === "hash", "trackgate added the tracker's hash to script-src", hashServed?.payload?.csp);
+  const hashView = await tg.waitFor("pageview on the hash-CSP page", (e) => e.type === "pageview" && e.source !== "server" && e.pageview_id === hashServed?.pageview_id);
+  check(hashView?.auth?.kind === "p", "the tracker ran under a hash-only CSP (the browser's hash matches)", hashView?.auth);
+  check((await p2b.evaluate(() => window.__cspViolations)).length === 0 && !p2b.consoleLines.some((l) => /Content Security Policy|Refused to/i.test(l)), "no CSP violation on the hash-CSP page", p2b.consoleLines);
   await ctx.close();
 
   // 5. Token expiry. trackgate with 2-second tokens.
