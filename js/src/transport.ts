@@ -65,7 +65,7 @@ export function init(win: W, c: Config) {
   base = new w.URL(cfg.endpoint, w.location.href);
   stealth = cfg.stealth !== false && base.origin === w.location.origin;
   tokenUrl = base.href.replace(/\/collect$/, "/hmac/public-key");
-  if (cfg.token) setToken(cfg.token, cfg.pageview_id, cfg.expires_at);
+  if (cfg.token) setToken(cfg.token, cfg.pageview_id, cfg.expires_at, w.performance?.timeOrigin || Date.now());
   else pv = cfg.pageview_id;
 }
 
@@ -80,21 +80,28 @@ function save() {
   }
 }
 
-/** Takes a token; schedules its refresh a fifth of its lifetime (at most a minute) before it expires. */
-function setToken(t: string, p: string | undefined, exp: number | undefined) {
+/**
+ * Takes a token; schedules its refresh a fifth of its lifetime (at most a
+ * minute) before it expires. Its life is counted from `since`, a moment no
+ * later than the server minted it (the navigation's start for a page's
+ * token, the request's start for a fetched one), so a slow page load or
+ * token fetch never makes an expired token look valid.
+ */
+function setToken(t: string, p: string | undefined, exp: number | undefined, since: number) {
   token = t;
   pv = p;
   const iat = +t.split(".")[3];
-  const life = exp && iat && exp > iat ? exp - iat : 1800;
-  const ms = (life - Math.min(60, life / 5)) * 1000;
-  due = Date.now() + ms;
-  until = Date.now() + life * 1000;
-  if (refreshTimer) clearTimeout(refreshTimer);
-  refreshTimer = w.setTimeout(() => refresh().catch(() => undefined), ms);
+  const life = (exp && iat && exp > iat ? exp - iat : 1800) * 1000;
+  until = since + life;
+  due = until - Math.min(60000, life / 5);
+  clearTimeout(refreshTimer);
+  refreshTimer = w.setTimeout(() => refresh().catch(() => undefined), due - Date.now());
 }
+
 /** A kind `f` token for this pageview (or a new one) from `/hmac/public-key?pv=`. */
 export function refresh(): Promise<void> {
   if (!refreshing) {
+    const asked = Date.now();
     refreshing = w
       .fetch(tokenUrl + (pv ? "?pv=" + pv : ""), {
         credentials: "same-origin",
@@ -104,7 +111,7 @@ export function refresh(): Promise<void> {
         if (!r.ok) throw 0;
         return r.json();
       })
-      .then((j: { token: string; pageview_id?: string; expires_at?: number }) => setToken(j.token, j.pageview_id || pv, j.expires_at));
+      .then((j: { token: string; pageview_id?: string; expires_at?: number }) => setToken(j.token, j.pageview_id || pv, j.expires_at, asked));
     const done = () => {
       refreshing = undefined;
     };

@@ -112,9 +112,23 @@ describe("sending", () => {
 
   it("schedules the token refresh a fifth of its life (at most 60 s) before expiry", () => {
     const f = fakeWindow(async () => ({ status: 202 }));
+    const now = Date.now();
+    vi.spyOn(Date, "now").mockReturnValue(now);
     t.init(f.w, { endpoint: "/collect", pixel: "/px.gif", token: TOKEN, expires_at: 1767225600 + 1800 });
     expect(f.timers.map((x) => x.ms)).toEqual([1740_000]);
-    vi.resetModules();
+    vi.restoreAllMocks();
+  });
+
+  it("counts a page token's life from the navigation's start, not from when the script ran", () => {
+    const f = fakeWindow(async () => ({ status: 202 }));
+    const now = Date.now();
+    vi.spyOn(Date, "now").mockReturnValue(now);
+    (f.w as Record<string, unknown>).performance = { timeOrigin: now - 5000 };
+    t.init(f.w, { endpoint: "/collect", pixel: "/px.gif", token: TOKEN, expires_at: 1767225600 + 1800 });
+    expect(f.timers.map((x) => x.ms)).toEqual([1735_000]);
+    vi.spyOn(Date, "now").mockReturnValue(now + 1735_000);
+    expect(t.stale()).toBe(true);
+    vi.restoreAllMocks();
   });
 });
 
