@@ -276,6 +276,11 @@ try {
   const fresh = await short.waitFor("event sent by a page open past its first token", (e) => e.type === "kept_fresh");
   check(fresh?.auth?.kind === "f" && fresh?.pageview_id === nextServed?.pageview_id && !statuses4.some((s) => / 401$/.test(s)), "a page left open refreshes its token before it expires (no 401)", { fresh: fresh?.auth, statuses4 });
   check(statuses4.some((s) => /^GET \/hmac\/public-key 200$/.test(s)), "the refresh came from the tracker's timer", statuses4);
+  // Closing the tab (not navigating): the engagement beacon still leaves,
+  // signed with the refreshed token.
+  await p4.close({ runBeforeUnload: true });
+  const closed = await short.waitFor("engagement on tab close", (e) => e.type === "engagement" && e.pageview_id === nextServed?.pageview_id);
+  check(closed?.auth?.kind === "f", "engagement sent when the tab is closed, with the refreshed token", closed && { auth: closed.auth, payload: closed.payload });
   await ctx3.close();
 
   // 6. A page elsewhere (the origin itself, not proxied) using /pixel.js
