@@ -140,7 +140,18 @@ async function startTrackgate(extraEnv) {
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  args: [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    // A non-localhost name for 127.0.0.1: plain HTTP there is not a secure
+    // context, so the page has no crypto.subtle (the pure-JS signer's case).
+    "--host-resolver-rules=MAP insecure.test 127.0.0.1",
+  ],
 });
 
 async function newPage(ctx) {
@@ -294,7 +305,17 @@ try {
   check(!p5.consoleLines.some((l) => /^error|pageerror/.test(l)), "no console errors on the standalone page", p5.consoleLines);
   await ctx4.close();
 
-  // 7. Served as a file: /pixel.js and GoTrackPixel.init for pages not behind the proxy.
+  // 7. Plain HTTP on a non-localhost name: no WebCrypto; the pure-JS HMAC signs.
+  const ctx5 = await browser.newContext();
+  const p6 = await newPage(ctx5);
+  const insecure = tg.base.replace("127.0.0.1", "insecure.test");
+  await p6.goto(insecure + "/next?insecure=1");
+  check((await p6.evaluate(() => [window.isSecureContext, !!(window.crypto && window.crypto.subtle)])).join() === "false,false", "the insecure page has no crypto.subtle");
+  const plain = await tg.waitFor("pageview signed without WebCrypto", (e) => e.type === "pageview" && e.source !== "server" && e.url === insecure + "/next?insecure=1");
+  check(plain?.auth?.kind === "p", "signed by the pure-JS HMAC and verified", plain?.auth);
+  await ctx5.close();
+
+  // 8. Served as a file: /pixel.js and GoTrackPixel.init for pages not behind the proxy.
   const r = await fetch(tg.base + "/pixel.js");
   const etag = r.headers.get("etag");
   check(r.status === 200 && /javascript/.test(r.headers.get("content-type")) && etag, "/pixel.js served with an ETag", [r.status, etag]);
