@@ -19,11 +19,10 @@ const uuid = (): string =>
     (+c ^ (w.crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (+c / 4)))).toString(16),
   );
 
-/** Where the tracking endpoints are: next to this script's URL when loaded as /…/pixel*.js, else this origin's root. */
+/** The collect endpoint: next to this script's URL when loaded as /…/pixel*.js, else at this origin's root. */
 function defaults(): Config {
   const m = script && /(.*)\/pixel[\w.-]*\.js/.exec(script.src);
-  const base = m ? m[1] : "";
-  return { endpoint: base + "/collect", pixel: base + "/px.gif" };
+  return { endpoint: (m ? m[1] : "") + "/collect" };
 }
 
 function readConfig(): Config | undefined {

@@ -11,7 +11,8 @@ import type { W } from "./signals";
 
 export interface Config {
   endpoint: string;
-  pixel: string;
+  /** Default: the endpoint with `/collect` → `/px.gif` (the collector's, never the page's origin). */
+  pixel?: string;
   pageview_id?: string;
   token?: string;
   expires_at?: number;
@@ -41,6 +42,7 @@ let queue: Ev[] = [];
 let base: URL;
 let stealth: boolean;
 let tokenUrl: string;
+let pixelUrl: string;
 let token: string | undefined, pv: string | undefined;
 let due = 0; // Date.now() after which the token counts as stale
 let until = 0; // Date.now() after which it has expired
@@ -65,6 +67,7 @@ export function init(win: W, c: Config) {
   base = new w.URL(cfg.endpoint, w.location.href);
   stealth = cfg.stealth !== false && base.origin === w.location.origin;
   tokenUrl = base.href.replace(/\/collect$/, "/hmac/public-key");
+  pixelUrl = cfg.pixel || base.href.replace(/\/collect$/, "/px.gif");
   if (cfg.token) setToken(cfg.token, cfg.pageview_id, cfg.expires_at, w.performance?.timeOrigin || Date.now());
   else pv = cfg.pageview_id;
 }
@@ -146,7 +149,7 @@ function drop(batch: Ev[]) {
 function pixel(ev: Ev) {
   const q = (k: string, v: string | undefined) => (v ? "&" + k + "=" + encodeURIComponent(v) : "");
   const img = new w.Image(1, 1);
-  img.src = cfg.pixel + "?e=" + encodeURIComponent(ev.type) + q("pv", pv) + q("url", ev.url) + q("ref", ev.referrer) + "&fallback=1";
+  img.src = pixelUrl + "?e=" + encodeURIComponent(ev.type) + q("pv", pv) + q("url", ev.url) + q("ref", ev.referrer) + "&fallback=1";
 }
 
 function schedule(ms: number) {

@@ -62,8 +62,9 @@ const origin = createServer((req, res) => {
       {},
       page(
         "Standalone",
-        `<script src="${tg}/pixel.js"></script>` +
-          `<script>GoTrackPixel.init({ endpoint: ${JSON.stringify(tg + "/collect")}, pixel: ${JSON.stringify(tg + "/px.gif")} });</script>`,
+        // GoTrack's documented snippet, as is.
+        `<script src="${tg}/pixel.umd.js"></script>` +
+          `<script>GoTrackPixel.init({ endpoint: ${JSON.stringify(tg + "/collect")} });</script>`,
       ),
     );
   }
@@ -301,7 +302,7 @@ try {
   const p5 = await newPage(ctx4);
   await p5.goto(originUrl + "/standalone?tg=" + encodeURIComponent(tg.base));
   const standalone = await tg.waitFor("pageview from a page not behind the proxy", (e) => e.type === "pageview" && e.url === originUrl + "/standalone?tg=" + encodeURIComponent(tg.base));
-  check(standalone?.source === "collect" && standalone?.auth?.kind === "f" && standalone?.payload?.client?.detectors?.length >= 10, "GoTrackPixel.init on a page not behind the proxy: signed pageview to /collect with a fetched token", standalone && { source: standalone.source, auth: standalone.auth });
+  check(standalone?.source === "collect" && standalone?.auth?.kind === "f" && standalone?.payload?.client?.detectors?.length >= 10, "GoTrack's snippet (pixel.umd.js + GoTrackPixel.init({endpoint})) on a page not behind the proxy: signed pageview to /collect with a fetched token", standalone && { source: standalone.source, auth: standalone.auth });
   check(!p5.consoleLines.some((l) => /^error|pageerror/.test(l)), "no console errors on the standalone page", p5.consoleLines);
   await ctx4.close();
 

@@ -174,6 +174,15 @@ describe("failures", () => {
     expect(f.store.has("_tg_q")).toBe(false);
   });
 
+  it("GoTrack's init({endpoint}): the fallback pixel is the collector's, derived from the endpoint", async () => {
+    const f = fakeWindow((c) => tokenReply(c) ?? Promise.resolve({ status: 401 }));
+    t.init(f.w, { endpoint: "https://collector.example/t/collect" });
+    t.push(ev("pageview"), true);
+    await settle();
+    expect(f.pixels).toHaveLength(1);
+    expect(f.pixels[0].startsWith("https://collector.example/t/px.gif?e=pageview&pv=")).toBe(true);
+  });
+
   it("400 and 413 drop the batch (the collector will never take it)", async () => {
     for (const status of [400, 413]) {
       vi.resetModules();
