@@ -32,8 +32,8 @@ function readConfig(): Config | undefined {
     /* no block, or a broken one: fall through */
   }
   // /hmac.js: {token, expires_at, pageview_id, ...}
-  const t = w.trackgateToken;
-  return t?.token ? Object.assign(defaults(), t) : undefined;
+  const tok = w.trackgateToken;
+  return tok?.token ? Object.assign(defaults(), tok) : undefined;
 }
 
 let started = 0;
