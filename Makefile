@@ -7,7 +7,7 @@ CARGO ?= cargo
 # External HTTP/1.1 test vectors beside the checkout, when present (CI has them).
 VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all build release demo test lint unit deps bench clean
+.PHONY: all build release demo test lint unit deps js bench clean
 
 all: build
 
@@ -20,10 +20,16 @@ release:
 demo:
 	$(CARGO) run --release -- demo
 
-# Installs what the tests need that Cargo does not (nothing beyond a C
-# compiler and pkg-config yet); a no-op when already present.
+# Installs what the tests need that Cargo does not (a C compiler,
+# pkg-config, Node with npm for js/, Debian's chromium for the browser
+# test); a no-op when already present.
 deps:
-	@command -v cc >/dev/null && command -v pkg-config >/dev/null || ./.ci/install-deps
+	@command -v cc >/dev/null && command -v pkg-config >/dev/null && command -v npm >/dev/null && [ -x /usr/bin/chromium ] || ./.ci/install-deps
+
+# The browser tracker (js/): type check and unit tests (vitest). No
+# browser download: the browser test uses Debian's chromium.
+js:
+	cd js && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund && npm test
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -32,9 +38,9 @@ lint:
 unit:
 	$(CARGO) test --workspace --lib --bins
 
-test: deps lint
+test: deps lint js
 	@if [ -d "$(VECTORS)" ]; then echo "HTTP vectors: $(VECTORS)"; else echo "HTTP vectors: not found at $(VECTORS) (those tests say they were skipped)"; fi
-	TRACKGATE_VECTORS=$$( [ -d "$(VECTORS)" ] && echo "$(VECTORS)" ) $(CARGO) test --workspace
+	TRACKGATE_REQUIRE_BROWSER=1 TRACKGATE_VECTORS=$$( [ -d "$(VECTORS)" ] && echo "$(VECTORS)" ) $(CARGO) test --workspace
 
 bench:
 	$(CARGO) bench

@@ -7,33 +7,12 @@
 use crate::track::json;
 use uuid::Uuid;
 
-/// The tracker's text: a minimal placeholder until the browser tracker
-/// lands. It reads the config block and sends one pageview to the collect
-/// endpoint, signed with the tg1 token (the token's last field replaced by
-/// the hex HMAC-SHA256 of the exact body, keyed with that field's ASCII).
-/// Without a token in the config (a shared-cacheable page) it fetches one
-/// from `/hmac/public-key`; without WebCrypto (plain HTTP) it falls back to
-/// the pixel.
-pub const TRACKER_JS: &str = concat!(
-    "(function(){var d=document,w=window,c;",
-    "try{c=JSON.parse(d.getElementById(\"trackgate-config\").textContent)}catch(e){return}",
-    "function px(){(new Image).src=c.pixel+\"?e=pageview\"+(c.pageview_id?\"&pv=\"+c.pageview_id:\"\")",
-    "+\"&url=\"+encodeURIComponent(location.href)}",
-    "var s=w.crypto&&w.crypto.subtle;",
-    "if(!s||!w.fetch||!w.TextEncoder){px();return}",
-    "var E=new TextEncoder;",
-    "function send(t){var b=JSON.stringify({type:\"pageview\",url:location.href,referrer:d.referrer||void 0}),",
-    "i=t.lastIndexOf(\".\");",
-    "return s.importKey(\"raw\",E.encode(t.slice(i+1)),{name:\"HMAC\",hash:\"SHA-256\"},false,[\"sign\"])",
-    ".then(function(k){return s.sign(\"HMAC\",k,E.encode(b))})",
-    ".then(function(m){var h=\"\",a=new Uint8Array(m),j;",
-    "for(j=0;j<a.length;j++)h+=(a[j]<16?\"0\":\"\")+a[j].toString(16);",
-    "return fetch(c.endpoint,{method:\"POST\",keepalive:true,credentials:\"same-origin\",",
-    "headers:{\"X-GoTrack-HMAC\":t.slice(0,i+1)+h},body:b})})}",
-    "(c.token?Promise.resolve(c):fetch(c.endpoint.replace(/\\/collect$/,\"/hmac/public-key\"),",
-    "{credentials:\"same-origin\"}).then(function(r){return r.json()}))",
-    ".then(function(t){return send(t.token)})[\"catch\"](px)})();"
-);
+/// The tracker's text: the minified bundle built from `js/` (TypeScript,
+/// esbuild) and committed as `js/dist/tracker.min.js`, embedded at compile
+/// time so building trackgate needs no Node. It reads the config block this
+/// module writes; `tests/js_bundle.rs` fails when the committed file is not
+/// what a fresh build of `js/` produces.
+pub const TRACKER_JS: &str = include_str!("../../js/dist/tracker.min.js");
 
 /// What a per-client page carries: a freshly minted kind `p` token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +146,11 @@ mod tests {
     #[test]
     fn tracker_is_inline_safe_and_hash_is_stable() {
         assert!(!TRACKER_JS.contains("</"));
+        assert!(!TRACKER_JS.contains("<!--"));
+        // The real tracker, not the old placeholder: it reads this module's
+        // config block and exposes GoTrack's API.
+        assert!(TRACKER_JS.contains("trackgate-config"));
+        assert!(TRACKER_JS.contains("GoTrackPixel"));
         assert_eq!(tracker_sha256_b64(), tracker_sha256_b64());
         assert_eq!(tracker_sha256_b64().len(), 44);
     }

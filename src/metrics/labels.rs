@@ -36,6 +36,7 @@ label_enum!(
         Health => "healthz",
         Ready => "readyz",
         Preflight => "preflight",
+        Script => "script",
         Proxy => "proxy",
         Rejected => "rejected",
     }

@@ -552,6 +552,37 @@ mod tests {
         assert_eq!(v[1]["payload"], json!({}));
     }
 
+    /// The browser tracker's event shape (js/src/index.ts): every signal and
+    /// every detector's details under `payload.client` survive, in order
+    /// (GoTrack's server dropped them), and the client's event id is kept.
+    #[test]
+    fn tracker_signals_are_kept_whole() {
+        let body = r#"[{"event_id":"5f0c4a2e-9b7d-4c1e-8f3a-2b6d9e0a1c47","type":"pageview",
+            "url":"https://shop.example/p?utm_source=news","referrer":"https://r.example/","ts":1767225601234,
+            "payload":{"title":"P","client":{"device":{"screen":{"w":1920,"h":1080},"languages":["en-US","en"],
+            "ua_ch":{"brands":[{"brand":"Chromium","version":"131"}],"mobile":false,"platform":"Linux"}},
+            "score":100,"verdict":"bot","reasons":["webdriver","headless_ua"],
+            "detectors":[{"id":"webdriver","score":50,"details":{"webdriver":true}},
+                         {"id":"headless_ua","score":50,"details":{"ua":true}},
+                         {"id":"software_webgl","score":0,"details":{"vendor":"Google Inc.","renderer":"ANGLE (Intel)"}}]}}}]"#;
+        let v = one(body);
+        assert_eq!(v["event_id"], "5f0c4a2e-9b7d-4c1e-8f3a-2b6d9e0a1c47");
+        assert_eq!(v["type"], "pageview");
+        assert_eq!(v["payload"]["client_ts"], 1767225601234u64);
+        assert_eq!(v["payload"]["title"], "P");
+        let client = &v["payload"]["client"];
+        assert_eq!(client["score"], 100);
+        assert_eq!(client["verdict"], "bot");
+        assert_eq!(client["reasons"], json!(["webdriver", "headless_ua"]));
+        assert_eq!(client["detectors"].as_array().unwrap().len(), 3);
+        assert_eq!(
+            client["detectors"][2],
+            json!({"id":"software_webgl","score":0,"details":{"vendor":"Google Inc.","renderer":"ANGLE (Intel)"}})
+        );
+        assert_eq!(client["device"]["ua_ch"]["brands"][0]["brand"], "Chromium");
+        assert_eq!(v["payload"]["utm"], json!({"source": "news"}));
+    }
+
     #[test]
     fn numbers_and_key_order_preserved() {
         let body = r#"{"z":-1,"big":18446744073709551615,"f":0.1,"g":1e300,"a":[1.0,true,null]}"#;

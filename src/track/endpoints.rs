@@ -21,6 +21,7 @@ use crate::track::ids::Rng;
 use crate::track::ipmode::{render_ip, IpHasher, IpMode};
 use crate::track::json;
 use crate::track::pixel;
+use crate::track::script;
 use crate::track::token::{AuthError, Kind, Signer};
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -42,6 +43,8 @@ pub enum Local {
     Health,
     Ready,
     Preflight,
+    /// The tracker as a file (`/pixel*.js`, see [`crate::track::script`]).
+    Script(script::Script),
     /// A tracking path with a method it does not take.
     NotAllowed(&'static str),
 }
@@ -57,6 +60,7 @@ impl Local {
             Local::Health => Route::Health,
             Local::Ready => Route::Ready,
             Local::Preflight => Route::Preflight,
+            Local::Script(_) => Route::Script,
             Local::NotAllowed(_) => Route::Rejected,
         }
     }
@@ -70,6 +74,7 @@ struct Paths {
     hmac_js: Vec<u8>,
     healthz: Vec<u8>,
     readyz: Vec<u8>,
+    scripts: script::Paths,
 }
 
 /// One core's tracking state.
@@ -107,6 +112,7 @@ impl Tracker {
             hmac_js: p("/hmac.js"),
             healthz: p("/healthz"),
             readyz: p("/readyz"),
+            scripts: script::Paths::new(&cfg.track_prefix),
         };
         let signer = Signer::new(
             &cfg.hmac_secret,
@@ -147,6 +153,8 @@ impl Tracker {
             (get.then_some(Local::Health), "GET, HEAD")
         } else if path == p.readyz.as_slice() {
             (get.then_some(Local::Ready), "GET, HEAD")
+        } else if let Some(s) = p.scripts.route(path) {
+            (get.then_some(Local::Script(s)), "GET, HEAD")
         } else {
             // Stealth mode: a signed POST to any other path is collected,
             // never proxied.
@@ -179,6 +187,7 @@ impl Tracker {
             Local::Health => Response::text(200, "ok\n").header("Cache-Control", "no-store"),
             Local::Ready => self.ready(head),
             Local::Preflight => self.preflight(head),
+            Local::Script(s) => script::answer(s, head),
             Local::NotAllowed(allow) => {
                 Response::text(405, "method not allowed\n").header("Allow", allow)
             }

@@ -9,4 +9,5 @@ pub mod ids;
 pub mod ipmode;
 pub mod json;
 pub mod pixel;
+pub mod script;
 pub mod token;
