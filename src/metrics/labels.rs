@@ -38,6 +38,8 @@ label_enum!(
         Preflight => "preflight",
         Proxy => "proxy",
         Rejected => "rejected",
+        Corrupt => "corrupt",
+        Checkpoint => "checkpoint",
     }
 );
 
@@ -81,6 +83,8 @@ label_enum!(
     DropReason {
         QueueFull => "queue_full",
         ShuttingDown => "shutting_down",
+        JournalFull => "journal_full",
+        JournalFailed => "journal_failed",
     }
 );
 
@@ -160,6 +164,8 @@ label_enum!(
         Rotate => "rotate",
         Connect => "connect",
         Rejected => "rejected",
+        Corrupt => "corrupt",
+        Checkpoint => "checkpoint",
     }
 );
 

@@ -471,6 +471,22 @@ impl Journal {
         self.segments.first().map_or(0, |s| s.base)
     }
 
+    /// The logical offset just past the last record appended (committed or
+    /// still buffered).
+    pub fn pending_end(&self) -> u64 {
+        self.end() + self.buf.len() as u64
+    }
+
+    /// Bytes that may still be appended under `JOURNAL_MAX_MB`.
+    pub fn room(&self) -> u64 {
+        self.max_bytes.saturating_sub(self.bytes())
+    }
+
+    /// `JOURNAL_MAX_MB` in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     /// Whether a record of `payload_len` bytes would fit under the budget.
     pub fn has_room(&self, payload_len: usize) -> bool {
         self.bytes() + HEADER + payload_len as u64 <= self.max_bytes
