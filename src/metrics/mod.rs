@@ -463,7 +463,9 @@ impl Registry {
             (&SINK_EVENTS_ACKED, |st| st.events_acked.get()),
             (&SINK_EVENTS_REPLAYED, |st| st.events_replayed.get()),
             (&SINK_EVENTS_DUPLICATE, |st| st.events_duplicate.get()),
-            (&SINK_EVENTS_DEAD_LETTERED, |st| st.events_dead_lettered.get()),
+            (&SINK_EVENTS_DEAD_LETTERED, |st| {
+                st.events_dead_lettered.get()
+            }),
         ];
         for (spec, get) in sink_counters {
             out.push(per_sink(spec, &|s, st| counter(spec, &[s], get(st))));
@@ -476,34 +478,46 @@ impl Registry {
         }));
         let j = self.journal.as_deref();
         let one = |f: &dyn Fn(&JournalStats) -> proto::Metric| j.map(f).into_iter().collect();
-        out.push(family(&JOURNAL_BYTES, one(&|j| {
-            gauge(&JOURNAL_BYTES, &[], j.bytes.get() as f64)
-        })));
-        out.push(family(&JOURNAL_SEGMENTS, one(&|j| {
-            gauge(&JOURNAL_SEGMENTS, &[], j.segments.get() as f64)
-        })));
-        out.push(family(&JOURNAL_EVENTS, one(&|j| {
-            counter(&JOURNAL_EVENTS, &[], j.events.get())
-        })));
-        out.push(family(&JOURNAL_REFUSED, one(&|j| {
-            counter(&JOURNAL_REFUSED, &[], j.refused.get())
-        })));
-        out.push(family(&JOURNAL_FULL, one(&|j| {
-            gauge(&JOURNAL_FULL, &[], if j.is_full() { 1.0 } else { 0.0 })
-        })));
-        out.push(family(&JOURNAL_FAILED, one(&|j| {
-            gauge(&JOURNAL_FAILED, &[], if j.is_failed() { 1.0 } else { 0.0 })
-        })));
-        out.push(family(&JOURNAL_FSYNC_DURATION, one(&|j| {
-            let mut t = HistTotals::default();
-            t.add(&j.fsync_duration);
-            histogram(&JOURNAL_FSYNC_DURATION, &[], &t)
-        })));
-        out.push(family(&JOURNAL_ACK_WAIT, one(&|j| {
-            let mut t = HistTotals::default();
-            t.add(&j.ack_wait);
-            histogram(&JOURNAL_ACK_WAIT, &[], &t)
-        })));
+        out.push(family(
+            &JOURNAL_BYTES,
+            one(&|j| gauge(&JOURNAL_BYTES, &[], j.bytes.get() as f64)),
+        ));
+        out.push(family(
+            &JOURNAL_SEGMENTS,
+            one(&|j| gauge(&JOURNAL_SEGMENTS, &[], j.segments.get() as f64)),
+        ));
+        out.push(family(
+            &JOURNAL_EVENTS,
+            one(&|j| counter(&JOURNAL_EVENTS, &[], j.events.get())),
+        ));
+        out.push(family(
+            &JOURNAL_REFUSED,
+            one(&|j| counter(&JOURNAL_REFUSED, &[], j.refused.get())),
+        ));
+        out.push(family(
+            &JOURNAL_FULL,
+            one(&|j| gauge(&JOURNAL_FULL, &[], if j.is_full() { 1.0 } else { 0.0 })),
+        ));
+        out.push(family(
+            &JOURNAL_FAILED,
+            one(&|j| gauge(&JOURNAL_FAILED, &[], if j.is_failed() { 1.0 } else { 0.0 })),
+        ));
+        out.push(family(
+            &JOURNAL_FSYNC_DURATION,
+            one(&|j| {
+                let mut t = HistTotals::default();
+                t.add(&j.fsync_duration);
+                histogram(&JOURNAL_FSYNC_DURATION, &[], &t)
+            }),
+        ));
+        out.push(family(
+            &JOURNAL_ACK_WAIT,
+            one(&|j| {
+                let mut t = HistTotals::default();
+                t.add(&j.ack_wait);
+                histogram(&JOURNAL_ACK_WAIT, &[], &t)
+            }),
+        ));
         // Present even before the log sink is added, so dashboards see 0.
         let rotations = self
             .sinks

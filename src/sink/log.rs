@@ -399,10 +399,8 @@ impl LogSink {
                 source: io::Error::other("the file is closed"),
             });
         };
-        file.write_all(&self.buf).map_err(|source| LogError::Write {
-            path: name,
-            source,
-        })?;
+        file.write_all(&self.buf)
+            .map_err(|source| LogError::Write { path: name, source })?;
         self.size += self.buf.len() as u64;
         self.dirty = true;
         self.buf.clear();
@@ -539,10 +537,13 @@ impl LogSink {
                 .is_ok_and(|t| t < cutoff);
             if old {
                 if let Err(e) = ignore_not_found(fs::remove_file(entry.path())) {
-                    crate::warn!("log sink", detail = format!(
-                        "cannot delete the old backup {} (LOG_MAX_AGE_DAYS={days}): {e}",
-                        entry.path().display()
-                    ));
+                    crate::warn!(
+                        "log sink",
+                        detail = format!(
+                            "cannot delete the old backup {} (LOG_MAX_AGE_DAYS={days}): {e}",
+                            entry.path().display()
+                        )
+                    );
                 }
             }
         }

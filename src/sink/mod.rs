@@ -158,7 +158,10 @@ pub enum SinkError {
     /// The journal cannot be opened (lock, directory, checkpoints).
     Journal(journal::JournalError),
     /// The operating system refused to start a thread.
-    Spawn { name: String, source: std::io::Error },
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for SinkError {
@@ -547,15 +550,18 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
         let sink = output.label();
         let stats = Arc::new(SinkStats::default());
         let downstream = runner::Downstream::build(*output, &cfg, Arc::clone(&stats))?;
-        let checkpoint = journal::read_checkpoint(&cp_dir, sink.as_str())?.unwrap_or(
-            journal::Checkpoint {
+        let checkpoint =
+            journal::read_checkpoint(&cp_dir, sink.as_str())?.unwrap_or(journal::Checkpoint {
                 offset: journal.start(),
                 seq: 0,
-            },
-        );
+            });
         let shared = Arc::new(SinkShared::default());
-        shared.checkpoint.store(checkpoint.offset, Ordering::Release);
-        shared.checkpoint_seq.store(checkpoint.seq, Ordering::Release);
+        shared
+            .checkpoint
+            .store(checkpoint.offset, Ordering::Release);
+        shared
+            .checkpoint_seq
+            .store(checkpoint.seq, Ordering::Release);
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
         let ctx = runner::SinkThread {
@@ -625,7 +631,6 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
         },
     ))
 }
-
 
 #[cfg(test)]
 mod tests {

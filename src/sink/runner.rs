@@ -11,7 +11,9 @@
 
 use super::ack::{AckError, AckSender};
 use super::journal::{self, Checkpoint, Journal, Reader, HEADER};
-use super::{log, Control, Delivered, Entry, JournalShared, Output, SinkConfig, SinkError, SinkShared};
+use super::{
+    log, Control, Delivered, Entry, JournalShared, Output, SinkConfig, SinkError, SinkShared,
+};
 use crate::metrics::labels::{Sink, SinkFailure};
 use crate::metrics::sinks::{JournalStats, SinkStats};
 use crate::{error, info, warn};
@@ -220,10 +222,7 @@ impl JournalThread {
     /// Appends one batch, all its events or none.
     fn take(&mut self, e: Entry, group: &mut Group) {
         let lines: Vec<(usize, usize)> = line_ranges(&e.batch.bytes);
-        let need: u64 = lines
-            .iter()
-            .map(|(a, b)| HEADER + (b - a) as u64)
-            .sum();
+        let need: u64 = lines.iter().map(|(a, b)| HEADER + (b - a) as u64).sum();
         let refuse = if self.journal.failed().is_some() {
             Some(AckError::Failed)
         } else if need > self.journal.room() {
@@ -296,7 +295,10 @@ impl JournalThread {
                 let first = self.stats.is_failed();
                 self.stats.set_failed(e.to_string());
                 if !first {
-                    error!("JOURNAL FAILED: no event is acknowledged any more", error = e);
+                    error!(
+                        "JOURNAL FAILED: no event is acknowledged any more",
+                        error = e
+                    );
                 }
                 self.stats.refused.add(group.recs.len() as u64);
                 for (a, _) in group.acks {
@@ -383,8 +385,8 @@ impl SinkThread {
             let end = self.journal.end.load(Ordering::Acquire);
             self.publish_lag(end);
             if let Some(s) = stop_by {
-                let done = self.checkpoint.offset >= end
-                    && self.journal.closed.load(Ordering::Acquire);
+                let done =
+                    self.checkpoint.offset >= end && self.journal.closed.load(Ordering::Acquire);
                 if done || Instant::now() >= s {
                     break;
                 }
@@ -570,9 +572,8 @@ impl SinkThread {
                             Ok(c) => self.control(c, stop_by),
                             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                                stop_by.get_or_insert_with(|| {
-                                    Instant::now() + Duration::from_secs(5)
-                                });
+                                stop_by
+                                    .get_or_insert_with(|| Instant::now() + Duration::from_secs(5));
                                 std::thread::sleep(left.min(TICK));
                             }
                         }
@@ -588,8 +589,11 @@ impl SinkThread {
                 offset: last.end,
                 seq: last.seq + 1,
             };
-            match journal::write_checkpoint(&self.checkpoint_dir, self.sink.as_str(), self.checkpoint)
-            {
+            match journal::write_checkpoint(
+                &self.checkpoint_dir,
+                self.sink.as_str(),
+                self.checkpoint,
+            ) {
                 Ok(()) => {
                     self.shared
                         .checkpoint

@@ -267,9 +267,11 @@ impl Tracker {
                 SubmitError::JournalFull => {
                     (503, br#"{"error":"event journal full, retry later"}"#, "5")
                 }
-                SubmitError::Failed => {
-                    (503, br#"{"error":"event journal failed, retry later"}"#, "30")
-                }
+                SubmitError::Failed => (
+                    503,
+                    br#"{"error":"event journal failed, retry later"}"#,
+                    "30",
+                ),
                 SubmitError::Closed => (503, br#"{"error":"shutting down, retry later"}"#, "1"),
             };
             Response::json(status, body.to_vec()).header("Retry-After", retry)
