@@ -952,6 +952,26 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_write_stops_every_later_commit() {
+        let t = Tmp::new("failed");
+        let c = cfg(&t, 1 << 20, 1 << 20);
+        let (mut j, _) = Journal::open(&c).unwrap();
+        j.append(b"kept").unwrap();
+        let end = j.commit().unwrap();
+        // The segment's descriptor now refuses writes, as a dying disk would.
+        let (_, path) = list_segments(&c.journal_dir()).unwrap().pop().unwrap();
+        j.active = File::open(&path).unwrap();
+        j.append(b"lost").unwrap();
+        let e = j.commit().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("stops acknowledging"), "{e}");
+        assert!(j.failed().is_some());
+        // Never retried, never carried on: every later call is refused.
+        assert!(matches!(j.append(b"x"), Err(JournalError::Failed(_))));
+        assert!(matches!(j.commit(), Err(JournalError::Failed(_))));
+        assert_eq!(j.end(), end);
+    }
+
+    #[test]
     fn a_second_process_is_kept_off_the_data_dir() {
         let t = Tmp::new("lock");
         let c = cfg(&t, 1 << 20, 1 << 20);

@@ -522,15 +522,20 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
         if cfg.outputs[..i].contains(o) {
             return Err(SinkError::Duplicate(*o));
         }
-        if *o != Output::Log {
-            return Err(SinkError::NotImplemented(*o));
-        }
     }
     if cfg.queue_capacity == 0 {
         return Err(SinkError::ZeroCapacity);
     }
     cfg.log.validate()?;
 
+    // The downstreams first: an output this build lacks, or a bad
+    // `LOG_PATH`, is refused before the journal is touched.
+    let mut downstreams = Vec::with_capacity(cfg.outputs.len());
+    for output in &cfg.outputs {
+        let stats = Arc::new(SinkStats::default());
+        let d = runner::Downstream::build(*output, &cfg, Arc::clone(&stats))?;
+        downstreams.push((output.label(), d, stats));
+    }
     let (journal, report) = journal::Journal::open(&cfg.journal)?;
     for w in &report.warnings {
         crate::warn!("journal", detail = w);
@@ -546,10 +551,7 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
     let mut workers = Vec::with_capacity(cfg.outputs.len());
     let mut lanes = Vec::with_capacity(cfg.outputs.len());
     let cp_dir = cfg.journal.checkpoint_dir();
-    for output in &cfg.outputs {
-        let sink = output.label();
-        let stats = Arc::new(SinkStats::default());
-        let downstream = runner::Downstream::build(*output, &cfg, Arc::clone(&stats))?;
+    for (sink, downstream, stats) in downstreams {
         let checkpoint =
             journal::read_checkpoint(&cp_dir, sink.as_str())?.unwrap_or(journal::Checkpoint {
                 offset: journal.start(),
