@@ -52,7 +52,7 @@ pub const VARS: &[Var] = &[
     v("QUEUE_CAPACITY", "65536", "batches each core's journal queue (and each sink's queue) holds before requests are refused"),
     v("DATA_DIR", "./data", "directory of the journal, the sinks' checkpoints and the LOCK file"),
     v("JOURNAL_MAX_MB", "1024", "most disk the journal may use; when full, collect answers 503"),
-    v("JOURNAL_FSYNC_MS", "5", "the journal gathers events this long into one fsync (0: fsync each batch at once)"),
+    v("JOURNAL_FSYNC_MS", "5", "at most one journal fsync per this many ms; batches queued meanwhile share it (0: no wait)"),
     v("ACK_MODE", "durable", "durable: collect's 202 waits for the journal fsync | queued: answer at enqueue"),
     v("CORES", "", "number of cores to run on: the first N CPUs of the affinity mask (default all)"),
     v("TRUST_PROXY", "false", "take the client IP from X-Forwarded-For when the peer is trusted"),

@@ -32,7 +32,9 @@ use std::time::{Duration, Instant};
 
 /// The environment variable that lists the outputs (named in operator messages).
 const OUTPUTS_VAR: &str = "OUTPUTS";
-/// The environment variable that sets the per-sink queue capacity.
+/// The most group commits a sink's channel holds.
+const SINK_QUEUE_MAX: usize = 256;
+/// The environment variable that sets the queue capacities.
 const QUEUE_CAPACITY_VAR: &str = "QUEUE_CAPACITY";
 
 /// One or more whole NDJSON lines (each ending in `\n`), one line per event.
@@ -125,15 +127,16 @@ pub enum AckMode {
 pub struct SinkConfig {
     /// The enabled outputs.
     pub outputs: Vec<Output>,
-    /// Capacity of each core's channel to the journal and of each sink's
-    /// channel from it, in batches (`QUEUE_CAPACITY`).
+    /// Capacity of each core's channel to the journal, in batches, and of
+    /// each sink's channel from it (at most 256 group commits)
+    /// (`QUEUE_CAPACITY`).
     pub queue_capacity: usize,
     /// Settings of the log sink (used when `outputs` holds [`Output::Log`]).
     pub log: log::LogConfig,
     /// `DATA_DIR`, `JOURNAL_MAX_MB`.
     pub journal: journal::JournalConfig,
-    /// `JOURNAL_FSYNC_MS`: how long the journal thread gathers events into
-    /// one group commit (0: commit whatever is queued at once).
+    /// `JOURNAL_FSYNC_MS`: the least time between two group commits (0:
+    /// commit whatever is queued at once).
     pub fsync_interval: Duration,
     pub ack_mode: AckMode,
     /// One handle (and channel) per core.
@@ -564,7 +567,9 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
         shared
             .checkpoint_seq
             .store(checkpoint.seq, Ordering::Release);
-        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
+        // Small: a sink that cannot keep up reads the journal files
+        // instead of holding group commits in memory.
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity.min(SINK_QUEUE_MAX));
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
         let ctx = runner::SinkThread {
             sink,

@@ -126,7 +126,7 @@ pub struct JournalThread {
     pub lanes: Vec<Lane>,
     pub stats: Arc<JournalStats>,
     pub shared: Arc<JournalShared>,
-    /// `JOURNAL_FSYNC_MS`.
+    /// `JOURNAL_FSYNC_MS`: the least time between two fsyncs.
     pub gather: Duration,
 }
 
@@ -142,11 +142,17 @@ impl JournalThread {
     pub fn run(mut self) {
         self.publish();
         let mut next_release = Instant::now() + TICK;
+        let mut last_commit = Instant::now()
+            .checked_sub(self.gather)
+            .unwrap_or_else(Instant::now);
         while !self.inputs.is_empty() {
             let mut group = Group::default();
             if let Some(e) = self.wait(next_release) {
                 self.take(e, &mut group);
-                let deadline = Instant::now() + self.gather;
+                // At most one fsync per `JOURNAL_FSYNC_MS`: a batch arriving
+                // after a quiet spell is committed at once; under load the
+                // batches gather until the interval since the last fsync ends.
+                let deadline = last_commit + self.gather;
                 loop {
                     while group.bytes < GROUP_BYTES {
                         match self.try_next() {
@@ -163,6 +169,7 @@ impl JournalThread {
                     }
                 }
                 self.commit(group);
+                last_commit = Instant::now();
             }
             if Instant::now() >= next_release {
                 self.release();
