@@ -580,6 +580,8 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
             journal_dir: cfg.journal.journal_dir(),
             checkpoint_dir: cp_dir.clone(),
             checkpoint,
+            persisted: checkpoint,
+            persisted_at: Instant::now(),
             batch_size: cfg.batch_size.max(1),
             data: rx,
             ctrl: ctrl_rx,

@@ -30,6 +30,9 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How often an idle thread looks at its clock (interval fsync, deletion of
 /// passed segments).
 const TICK: Duration = Duration::from_millis(50);
+/// A sink writes its checkpoint at most this often while delivering (and
+/// whenever it goes idle, and when it stops).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// A group commit closes early past this many buffered bytes.
 const GROUP_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -369,7 +372,11 @@ pub struct SinkThread {
     pub journal: Arc<JournalShared>,
     pub journal_dir: PathBuf,
     pub checkpoint_dir: PathBuf,
+    /// The first position not acknowledged (in memory).
     pub checkpoint: Checkpoint,
+    /// The checkpoint last written to disk, and when.
+    pub persisted: Checkpoint,
+    pub persisted_at: Instant,
     pub batch_size: usize,
     pub data: Receiver<Delivery>,
     pub ctrl: Receiver<Control>,
@@ -412,6 +419,7 @@ impl SinkThread {
             }
         }
         self.downstream.close();
+        self.persist();
         self.stats.set_stopped();
         let end = self.journal.end.load(Ordering::Acquire);
         self.publish_lag(end);
@@ -447,6 +455,7 @@ impl SinkThread {
             default(TICK) => {}
         }
         self.downstream.tick();
+        self.persist();
         self.stats.queue_depth.set(self.data.len() as i64);
     }
 
@@ -596,30 +605,40 @@ impl SinkThread {
                 offset: last.end,
                 seq: last.seq + 1,
             };
-            match journal::write_checkpoint(
-                &self.checkpoint_dir,
-                self.sink.as_str(),
-                self.checkpoint,
-            ) {
-                Ok(()) => {
-                    self.shared
-                        .checkpoint
-                        .store(self.checkpoint.offset, Ordering::Release);
-                    self.shared
-                        .checkpoint_seq
-                        .store(self.checkpoint.seq, Ordering::Release);
-                }
-                Err(e) => {
-                    self.stats.failure(SinkFailure::Checkpoint);
-                    warn!(
-                        "cannot persist the sink checkpoint (events may be delivered again after a restart)",
-                        sink = self.sink.as_str(),
-                        error = e
-                    );
-                }
+            if self.persisted_at.elapsed() >= CHECKPOINT_EVERY {
+                self.persist();
             }
         }
         true
+    }
+
+    /// Writes the checkpoint (when it moved since the last write). Paced to
+    /// one write per [`CHECKPOINT_EVERY`] while delivering: a crash can then
+    /// only make the sink deliver the last few batches again.
+    fn persist(&mut self) {
+        self.persisted_at = Instant::now();
+        if self.persisted == self.checkpoint {
+            return;
+        }
+        match journal::write_checkpoint(&self.checkpoint_dir, self.sink.as_str(), self.checkpoint) {
+            Ok(()) => {
+                self.persisted = self.checkpoint;
+                self.shared
+                    .checkpoint
+                    .store(self.checkpoint.offset, Ordering::Release);
+                self.shared
+                    .checkpoint_seq
+                    .store(self.checkpoint.seq, Ordering::Release);
+            }
+            Err(e) => {
+                self.stats.failure(SinkFailure::Checkpoint);
+                warn!(
+                    "cannot persist the sink checkpoint (events may be delivered again after a restart)",
+                    sink = self.sink.as_str(),
+                    error = e
+                );
+            }
+        }
     }
 
     fn publish_lag(&self, end: u64) {
