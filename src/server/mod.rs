@@ -91,6 +91,19 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
         }
     };
 
+    // The origin first: a name that does not resolve stops the start-up
+    // before the journal's DATA_DIR is touched.
+    let upstream = match &cfg.destination {
+        Some(dest) => match Upstream::start(dest.clone(), cfg.upstream_dns_ttl) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                error!("cannot resolve FORWARD_DESTINATION", error = e);
+                return 1;
+            }
+        },
+        None => None,
+    };
+
     let n_cores = match cores::plan(&cfg) {
         Ok(p) => p.len(),
         Err(e) => {
@@ -122,17 +135,6 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
             error!("cannot start the sinks", error = e);
             return 1;
         }
-    };
-
-    let upstream = match &cfg.destination {
-        Some(dest) => match Upstream::start(dest.clone(), cfg.upstream_dns_ttl) {
-            Ok(u) => Some(u),
-            Err(e) => {
-                error!("cannot resolve FORWARD_DESTINATION", error = e);
-                return 1;
-            }
-        },
-        None => None,
     };
 
     let shutdown_timeout = cfg.shutdown_timeout;
