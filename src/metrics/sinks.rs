@@ -143,6 +143,8 @@ pub struct JournalStats {
     pub full: AtomicBool,
     /// An fsync failed: nothing is acknowledged any more.
     pub failed: AtomicBool,
+    /// Another process holds the `DATA_DIR` lock; events queue until it exits.
+    pub waiting: AtomicBool,
     reason: Mutex<String>,
 }
 
@@ -160,6 +162,10 @@ impl JournalStats {
 
     pub fn is_failed(&self) -> bool {
         self.failed.load(Relaxed)
+    }
+
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.load(Relaxed)
     }
 
     /// Why the journal failed; empty when it did not.

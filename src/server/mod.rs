@@ -119,6 +119,7 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
         ack_mode: cfg.ack_mode,
         cores: n_cores,
         batch_size: cfg.batch_size,
+        wait_for_lock: true,
         log: sink::log::LogConfig {
             path: cfg.log_path.clone(),
             rotate_bytes: cfg.log_rotate_bytes,

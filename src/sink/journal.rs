@@ -341,7 +341,7 @@ struct Segment {
 /// The journal, owned by the journal thread.
 pub struct Journal {
     dir: PathBuf,
-    _lock: File,
+    lock: File,
     max_bytes: u64,
     segment_bytes: u64,
     /// Closed segments, oldest first, then the active one (last).
@@ -434,7 +434,7 @@ impl Journal {
         });
         let j = Journal {
             dir,
-            _lock: lock,
+            lock,
             max_bytes: cfg.max_bytes,
             segment_bytes: cfg.segment_bytes.max(1),
             segments,
@@ -445,6 +445,12 @@ impl Journal {
             failed: None,
         };
         Ok((j, report))
+    }
+
+    /// A second descriptor of the `DATA_DIR` lock: the lock is held until
+    /// every descriptor of it is closed.
+    pub fn lock_clone(&self) -> Option<File> {
+        self.lock.try_clone().ok()
     }
 
     /// The logical offset just past the last committed record.

@@ -23,10 +23,10 @@ pub mod runner;
 
 use crate::metrics::labels::Sink;
 use crate::metrics::sinks::{JournalStats, SinkStats};
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -143,6 +143,10 @@ pub struct SinkConfig {
     pub cores: usize,
     /// Most events per downstream delivery (`BATCH_SIZE`).
     pub batch_size: usize,
+    /// When another process holds the `DATA_DIR` lock, serve anyway and
+    /// take the journal over when it exits (a zero-downtime restart);
+    /// otherwise refuse to start.
+    pub wait_for_lock: bool,
 }
 
 /// Why [`start`] refused to start the sinks.
@@ -354,6 +358,9 @@ pub struct JournalShared {
     pub next_seq: AtomicU64,
     /// Set when the journal thread has exited (everything is committed).
     pub closed: std::sync::atomic::AtomicBool,
+    /// Set at shutdown: a journal thread still waiting for the `DATA_DIR`
+    /// lock stops waiting.
+    pub give_up: std::sync::atomic::AtomicBool,
 }
 
 /// How one sink thread ended.
@@ -423,7 +430,15 @@ struct Worker {
     sink: Sink,
     stats: Arc<SinkStats>,
     ctrl: Sender<Control>,
-    thread: JoinHandle<runner::Finished>,
+}
+
+/// The sink threads once started (at once, or when the `DATA_DIR` lock is
+/// free), and a descriptor of the lock that keeps it held until the sinks
+/// have stopped.
+#[derive(Debug, Default)]
+struct Launched {
+    threads: Vec<(Sink, JoinHandle<runner::Finished>)>,
+    lock: Option<std::fs::File>,
 }
 
 /// The running journal and sinks, owned by the main thread.
@@ -433,6 +448,7 @@ pub struct Sinks {
     journal_shared: Arc<JournalShared>,
     journal_thread: Option<JoinHandle<()>>,
     workers: Vec<Worker>,
+    launched: Arc<Mutex<Launched>>,
 }
 
 impl Sinks {
@@ -467,7 +483,13 @@ impl Sinks {
                 while !t.is_finished() && Instant::now() < until {
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                t.is_finished() && t.join().is_ok()
+                // Still waiting for the DATA_DIR lock: give up.
+                self.journal_shared.give_up.store(true, Ordering::Release);
+                let grace = Instant::now() + Duration::from_millis(500);
+                while !t.is_finished() && Instant::now() < grace {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                t.is_finished() && t.join().is_ok() && !self.journal_stats.is_waiting()
             }
             None => true,
         };
@@ -477,14 +499,30 @@ impl Sinks {
         for w in &self.workers {
             let _ = w.ctrl.send(Control::Stop { stop_by });
         }
+        let mut launched = match self.launched.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
         let mut sinks = Vec::with_capacity(self.workers.len());
         for w in self.workers.drain(..) {
-            while !w.thread.is_finished() && Instant::now() < until {
+            let next = self.journal_shared.next_seq.load(Ordering::Acquire);
+            let Some(i) = launched.threads.iter().position(|(s, _)| *s == w.sink) else {
+                sinks.push(SinkShutdown {
+                    sink: w.sink,
+                    joined: false,
+                    left_events: 0,
+                    error: Some(
+                        "never started: the DATA_DIR lock stayed held by another process".into(),
+                    ),
+                });
+                continue;
+            };
+            let (_, thread) = launched.threads.swap_remove(i);
+            while !thread.is_finished() && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            let next = self.journal_shared.next_seq.load(Ordering::Acquire);
-            if w.thread.is_finished() {
-                match w.thread.join() {
+            if thread.is_finished() {
+                match thread.join() {
                     Ok(fin) => sinks.push(SinkShutdown {
                         sink: w.sink,
                         joined: true,
@@ -507,6 +545,8 @@ impl Sinks {
                 });
             }
         }
+        // Only now may another process take the journal.
+        drop(launched.lock.take());
         ShutdownReport {
             journal_clean,
             sinks,
@@ -514,9 +554,149 @@ impl Sinks {
     }
 }
 
-/// Checks the configuration, opens the journal and the outputs (so a bad
-/// `LOG_PATH` or a locked `DATA_DIR` fails here, at start-up) and starts the
-/// journal thread and one thread per sink. Returns one handle per core.
+/// A sink prepared before the journal is open.
+struct SinkPlan {
+    sink: Sink,
+    downstream: runner::Downstream,
+    stats: Arc<SinkStats>,
+    shared: Arc<SinkShared>,
+    data: Receiver<runner::Delivery>,
+    ctrl: Receiver<Control>,
+}
+
+/// Everything the journal thread and the sink threads need, prepared
+/// before the journal is open (the open may wait for the `DATA_DIR` lock).
+struct Bring {
+    plans: Vec<SinkPlan>,
+    lanes: Vec<runner::Lane>,
+    inputs: Vec<Receiver<Entry>>,
+    journal_stats: Arc<JournalStats>,
+    journal_shared: Arc<JournalShared>,
+    journal_cfg: journal::JournalConfig,
+    batch_size: usize,
+    gather: Duration,
+    launched: Arc<Mutex<Launched>>,
+}
+
+impl Bring {
+    /// Starts the sink threads on the open `journal`; returns the journal
+    /// thread's work.
+    fn launch(self, journal: journal::Journal) -> Result<runner::JournalThread, SinkError> {
+        self.journal_shared
+            .end
+            .store(journal.end(), Ordering::Release);
+        self.journal_shared
+            .next_seq
+            .store(journal.next_seq(), Ordering::Release);
+        let cp_dir = self.journal_cfg.checkpoint_dir();
+        let mut started = Vec::with_capacity(self.plans.len());
+        for plan in self.plans {
+            let sink = plan.sink;
+            let checkpoint =
+                journal::read_checkpoint(&cp_dir, sink.as_str())?.unwrap_or(journal::Checkpoint {
+                    offset: journal.start(),
+                    seq: 0,
+                });
+            plan.shared
+                .checkpoint
+                .store(checkpoint.offset, Ordering::Release);
+            plan.shared
+                .checkpoint_seq
+                .store(checkpoint.seq, Ordering::Release);
+            let ctx = runner::SinkThread {
+                sink,
+                downstream: plan.downstream,
+                stats: plan.stats,
+                shared: plan.shared,
+                journal: Arc::clone(&self.journal_shared),
+                journal_dir: self.journal_cfg.journal_dir(),
+                checkpoint_dir: cp_dir.clone(),
+                checkpoint,
+                persisted: checkpoint,
+                persisted_at: Instant::now(),
+                batch_size: self.batch_size,
+                data: plan.data,
+                ctrl: plan.ctrl,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("sink-{}", sink.as_str()))
+                .spawn(move || ctx.run())
+                .map_err(|source| SinkError::Spawn {
+                    name: format!("sink-{}", sink.as_str()),
+                    source,
+                })?;
+            started.push((sink, thread));
+        }
+        let lock = journal.lock_clone();
+        if let Ok(mut l) = self.launched.lock() {
+            l.threads = started;
+            l.lock = lock;
+        }
+        Ok(runner::JournalThread {
+            journal,
+            inputs: self.inputs,
+            lanes: self.lanes,
+            stats: self.journal_stats,
+            shared: self.journal_shared,
+            gather: self.gather,
+        })
+    }
+
+    /// The journal thread of a process started while another one held the
+    /// `DATA_DIR` lock (a zero-downtime restart): the cores already queue
+    /// events; take the lock as soon as the other process lets go of it.
+    fn wait_then_run(self) {
+        let cfg = self.journal_cfg.clone();
+        loop {
+            if self.journal_shared.give_up.load(Ordering::Acquire) {
+                crate::error!(
+                    "stopping without ever taking the DATA_DIR lock: the events queued meanwhile \
+                     were not journaled",
+                    data_dir = cfg.data_dir.display()
+                );
+                return;
+            }
+            std::thread::sleep(LOCK_RETRY);
+            match journal::Journal::open(&cfg) {
+                Ok((j, report)) => {
+                    for w in &report.warnings {
+                        crate::warn!("journal", detail = w);
+                    }
+                    let stats = Arc::clone(&self.journal_stats);
+                    match self.launch(j) {
+                        Ok(jt) => {
+                            stats.waiting.store(false, Ordering::Relaxed);
+                            crate::info!("DATA_DIR lock taken: events are journaled");
+                            jt.run();
+                        }
+                        Err(e) => {
+                            crate::error!("cannot start the sinks", error = e);
+                            stats.set_failed(e.to_string());
+                            stats.waiting.store(false, Ordering::Relaxed);
+                        }
+                    }
+                    return;
+                }
+                Err(journal::JournalError::Locked { .. }) => {}
+                Err(e) => {
+                    crate::error!("cannot open the journal", error = e);
+                    self.journal_stats.set_failed(e.to_string());
+                    self.journal_stats.waiting.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How often a process started beside another one tries the lock.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
+
+/// Checks the configuration, opens the outputs (so a bad `LOG_PATH` fails
+/// here, at start-up) and the journal, and starts the journal thread and one
+/// thread per sink. Returns one handle per core. When another process holds
+/// the `DATA_DIR` lock, either refuses, or (with `wait_for_lock`) returns at
+/// once and takes the journal over when that process exits.
 pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
     if cfg.outputs.is_empty() {
         return Err(SinkError::NoOutputs);
@@ -539,72 +719,38 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
         let d = runner::Downstream::build(*output, &cfg, Arc::clone(&stats))?;
         downstreams.push((output.label(), d, stats));
     }
-    let (journal, report) = journal::Journal::open(&cfg.journal)?;
-    for w in &report.warnings {
-        crate::warn!("journal", detail = w);
-    }
     let journal_stats = Arc::new(JournalStats::default());
     let journal_shared = Arc::new(JournalShared::default());
-    journal_shared.end.store(journal.end(), Ordering::Release);
-    journal_shared
-        .next_seq
-        .store(journal.next_seq(), Ordering::Release);
-
-    // The sinks' downstreams and threads.
-    let mut workers = Vec::with_capacity(cfg.outputs.len());
-    let mut lanes = Vec::with_capacity(cfg.outputs.len());
-    let cp_dir = cfg.journal.checkpoint_dir();
+    let mut plans = Vec::with_capacity(downstreams.len());
+    let mut lanes = Vec::with_capacity(downstreams.len());
+    let mut workers = Vec::with_capacity(downstreams.len());
     for (sink, downstream, stats) in downstreams {
-        let checkpoint =
-            journal::read_checkpoint(&cp_dir, sink.as_str())?.unwrap_or(journal::Checkpoint {
-                offset: journal.start(),
-                seq: 0,
-            });
         let shared = Arc::new(SinkShared::default());
-        shared
-            .checkpoint
-            .store(checkpoint.offset, Ordering::Release);
-        shared
-            .checkpoint_seq
-            .store(checkpoint.seq, Ordering::Release);
         // Small: a sink that cannot keep up reads the journal files
         // instead of holding group commits in memory.
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity.min(SINK_QUEUE_MAX));
         let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
-        let ctx = runner::SinkThread {
-            sink,
-            downstream,
-            stats: Arc::clone(&stats),
+        lanes.push(runner::Lane {
+            tx,
             shared: Arc::clone(&shared),
-            journal: Arc::clone(&journal_shared),
-            journal_dir: cfg.journal.journal_dir(),
-            checkpoint_dir: cp_dir.clone(),
-            checkpoint,
-            persisted: checkpoint,
-            persisted_at: Instant::now(),
-            batch_size: cfg.batch_size.max(1),
-            data: rx,
-            ctrl: ctrl_rx,
-        };
-        let thread = std::thread::Builder::new()
-            .name(format!("sink-{}", sink.as_str()))
-            .spawn(move || ctx.run())
-            .map_err(|source| SinkError::Spawn {
-                name: format!("sink-{}", sink.as_str()),
-                source,
-            })?;
-        lanes.push(runner::Lane { tx, shared });
+        });
         workers.push(Worker {
             sink,
-            stats,
+            stats: Arc::clone(&stats),
             ctrl: ctrl_tx,
-            thread,
+        });
+        plans.push(SinkPlan {
+            sink,
+            downstream,
+            stats,
+            shared,
+            data: rx,
+            ctrl: ctrl_rx,
         });
     }
-
     // One channel per core to the journal thread.
     let mut handles = Vec::with_capacity(cfg.cores.max(1));
-    let mut rxs = Vec::with_capacity(cfg.cores.max(1));
+    let mut inputs = Vec::with_capacity(cfg.cores.max(1));
     for _ in 0..cfg.cores.max(1) {
         let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
         handles.push(SinkHandle {
@@ -613,19 +759,42 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
             journal: Arc::clone(&journal_stats),
             ack_mode: cfg.ack_mode,
         });
-        rxs.push(rx);
+        inputs.push(rx);
     }
-    let jt = runner::JournalThread {
-        journal,
-        inputs: rxs,
+    let launched = Arc::new(Mutex::new(Launched::default()));
+    let bring = Bring {
+        plans,
         lanes,
-        stats: Arc::clone(&journal_stats),
-        shared: Arc::clone(&journal_shared),
+        inputs,
+        journal_stats: Arc::clone(&journal_stats),
+        journal_shared: Arc::clone(&journal_shared),
+        journal_cfg: cfg.journal.clone(),
+        batch_size: cfg.batch_size.max(1),
         gather: cfg.fsync_interval,
+        launched: Arc::clone(&launched),
+    };
+    let body: Box<dyn FnOnce() + Send> = match journal::Journal::open(&cfg.journal) {
+        Ok((journal, report)) => {
+            for w in &report.warnings {
+                crate::warn!("journal", detail = w);
+            }
+            let jt = bring.launch(journal)?;
+            Box::new(move || jt.run())
+        }
+        Err(journal::JournalError::Locked { dir }) if cfg.wait_for_lock => {
+            crate::warn!(
+                "DATA_DIR is locked by another trackgate process: requests are served and their \
+                 events queued until it exits and this process takes the journal over",
+                data_dir = dir.display()
+            );
+            journal_stats.waiting.store(true, Ordering::Relaxed);
+            Box::new(move || bring.wait_then_run())
+        }
+        Err(e) => return Err(e.into()),
     };
     let journal_thread = std::thread::Builder::new()
         .name("journal".into())
-        .spawn(move || jt.run())
+        .spawn(body)
         .map_err(|source| SinkError::Spawn {
             name: "journal".into(),
             source,
@@ -637,6 +806,7 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
             journal_shared,
             journal_thread: Some(journal_thread),
             workers,
+            launched,
         },
     ))
 }
@@ -687,6 +857,7 @@ mod tests {
             ack_mode: AckMode::Durable,
             cores: 2,
             batch_size: 8,
+            wait_for_lock: false,
         }
     }
 

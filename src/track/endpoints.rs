@@ -622,6 +622,8 @@ impl Tracker {
         b.extend_from_slice(br#","journal":{"state":"#);
         let jstate: &[u8] = if journal.is_failed() {
             b"\"failed\""
+        } else if journal.is_waiting() {
+            b"\"waiting_for_lock\""
         } else if journal.is_full() {
             b"\"full\""
         } else {
