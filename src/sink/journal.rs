@@ -447,6 +447,17 @@ impl Journal {
         Ok((j, report))
     }
 
+    /// Makes every later write fail, as a dying disk would (tests of the
+    /// callers' failure handling).
+    #[cfg(test)]
+    pub(crate) fn break_writes(&mut self) {
+        if let Some(seg) = self.segments.last() {
+            if let Ok(ro) = File::open(&seg.path) {
+                self.active = ro;
+            }
+        }
+    }
+
     /// A second descriptor of the `DATA_DIR` lock: the lock is held until
     /// every descriptor of it is closed.
     pub fn lock_clone(&self) -> Option<File> {
@@ -965,8 +976,7 @@ mod tests {
         j.append(b"kept").unwrap();
         let end = j.commit().unwrap();
         // The segment's descriptor now refuses writes, as a dying disk would.
-        let (_, path) = list_segments(&c.journal_dir()).unwrap().pop().unwrap();
-        j.active = File::open(&path).unwrap();
+        j.break_writes();
         j.append(b"lost").unwrap();
         let e = j.commit().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("stops acknowledging"), "{e}");

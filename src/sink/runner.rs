@@ -651,3 +651,127 @@ impl SinkThread {
             .set(end.saturating_sub(self.checkpoint.offset) as i64);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::journal::JournalConfig;
+    use crate::sink::{ack, Batch};
+    use std::sync::atomic::AtomicUsize;
+
+    fn tmp(tag: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "trackgate-runner-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        p
+    }
+
+    fn entry(text: &'static str, ack: Option<ack::AckSender>) -> Entry {
+        Entry {
+            batch: Batch {
+                bytes: Bytes::from_static(text.as_bytes()),
+                events: text.matches('\n').count() as u32,
+            },
+            ack,
+            queued: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn after_a_failed_commit_the_journal_thread_acknowledges_nothing() {
+        let dir = tmp("failed");
+        let cfg = JournalConfig {
+            data_dir: dir.clone(),
+            max_bytes: 1 << 20,
+            segment_bytes: 1 << 20,
+        };
+        let (mut journal, _) = Journal::open(&cfg).unwrap();
+        journal.break_writes();
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let (lane_tx, lane_rx) = crossbeam_channel::bounded(8);
+        let stats = Arc::new(JournalStats::default());
+        let jt = JournalThread {
+            journal,
+            inputs: vec![rx],
+            lanes: vec![Lane {
+                tx: lane_tx,
+                shared: Arc::default(),
+            }],
+            stats: Arc::clone(&stats),
+            shared: Arc::default(),
+            gather: Duration::ZERO,
+        };
+        let (a1, w1) = ack::pair();
+        let (a2, w2) = ack::pair();
+        tx.send(entry("{\"n\":1}\n", Some(a1))).unwrap();
+        let t = std::thread::spawn(move || jt.run());
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(w1), Err(ack::AckError::Failed));
+        assert!(stats.is_failed());
+        assert!(
+            stats.reason().contains("stops acknowledging"),
+            "{}",
+            stats.reason()
+        );
+        // Never retried: a later batch is refused too, nothing reaches a sink.
+        tx.send(entry("{\"n\":2}\n", Some(a2))).unwrap();
+        assert_eq!(rt.block_on(w2), Err(ack::AckError::Failed));
+        drop(tx);
+        t.join().unwrap();
+        assert!(lane_rx.try_recv().is_err());
+        assert_eq!(stats.events.get(), 0);
+        assert_eq!(stats.refused.get(), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_batch_is_journaled_whole_one_record_per_line() {
+        let dir = tmp("lines");
+        let cfg = JournalConfig {
+            data_dir: dir.clone(),
+            max_bytes: 1 << 20,
+            segment_bytes: 1 << 20,
+        };
+        let (journal, _) = Journal::open(&cfg).unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(8);
+        let (lane_tx, lane_rx) = crossbeam_channel::bounded(8);
+        let jt = JournalThread {
+            journal,
+            inputs: vec![rx],
+            lanes: vec![Lane {
+                tx: lane_tx,
+                shared: Arc::default(),
+            }],
+            stats: Arc::default(),
+            shared: Arc::default(),
+            gather: Duration::ZERO,
+        };
+        tx.send(entry("{\"a\":1}\n{\"b\":2}\n", None)).unwrap();
+        drop(tx);
+        std::thread::spawn(move || jt.run()).join().unwrap();
+        let d = lane_rx.try_recv().unwrap();
+        let got: Vec<&[u8]> = d.iter().map(|r| &r.data[..]).collect();
+        assert_eq!(got, [&b"{\"a\":1}"[..], &b"{\"b\":2}"[..]]);
+        assert_eq!((d[0].seq, d[1].seq), (0, 1));
+        assert_eq!(d[0].end, d[1].start);
+        let mut out = Vec::new();
+        Reader::new(cfg.journal_dir())
+            .read(0, d[1].end, 10, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].end, d[1].end);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn line_ranges_skip_empty_lines() {
+        assert_eq!(line_ranges(b"ab\n\ncd"), vec![(0, 2), (4, 6)]);
+        assert!(line_ranges(b"").is_empty());
+    }
+}
