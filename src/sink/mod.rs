@@ -164,6 +164,8 @@ pub enum SinkError {
     Log(log::LogError),
     /// The journal cannot be opened (lock, directory, checkpoints).
     Journal(journal::JournalError),
+    /// A downstream refused its settings (`message` is its operator message).
+    Downstream { output: Output, message: String },
     /// The operating system refused to start a thread.
     Spawn {
         name: String,
@@ -195,6 +197,9 @@ impl fmt::Display for SinkError {
             ),
             SinkError::Log(e) => e.fmt(f),
             SinkError::Journal(e) => e.fmt(f),
+            SinkError::Downstream { output, message } => {
+                write!(f, "the {} sink: {message}", output.as_str())
+            }
             SinkError::Spawn { name, source } => write!(
                 f,
                 "cannot start the {name} thread: {source}; check the process and thread limits (ulimit -u)"

@@ -59,8 +59,14 @@ pub struct DeliverError {
 }
 
 /// The downstreams, one match each. The Kafka and PostgreSQL downstreams
-/// plug in here: a variant, a line in [`Downstream::build`] and one arm in
-/// each method below.
+/// plug in here and nowhere else in the sinks: a variant
+/// (`Kafka(super::kafka::KafkaSink)`), its construction in
+/// [`Downstream::build`] (`KafkaSink::new(cfg.kafka.clone(), stats)
+/// .map_err(|e| SinkError::Downstream { output, message: e.to_string() })`,
+/// with a `kafka` field added to [`SinkConfig`] and filled in
+/// `server::run`), and one arm in each method below (`deliver` maps the
+/// error through its `kind()` and `Display`; `tick`, `reopen` and `close`
+/// may do nothing).
 pub enum Downstream {
     Log(log::LogSink),
 }
