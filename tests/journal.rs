@@ -238,6 +238,13 @@ fn restart_resumes_from_the_checkpoint() {
     );
     let all: HashSet<String> = first.iter().chain(&second).cloned().collect();
     assert!(wait_all(&place.log(), &all, Duration::from_secs(20)).is_empty());
+    // The durable 202 waited for the journal's fsync.
+    let m = scrape(p.metrics_addr());
+    assert_eq!(
+        metric(&m, "trackgate_journal_ack_wait_seconds_count"),
+        Some(1.0),
+        "{m}"
+    );
     assert_eq!(p.stop(), 0);
 
     // A third start has nothing to deliver again: the checkpoint moved.
@@ -431,4 +438,23 @@ fn a_second_process_on_the_same_data_dir_waits_and_takes_the_journal_over() {
     assert_eq!(b.stop(), 0);
     let ids = ids_in(&place.log());
     assert_eq!(ids.len(), 10, "{ids:?}");
+}
+
+#[test]
+fn queued_acks_answer_at_enqueue_and_still_deliver() {
+    let place = Place::new("queued");
+    let p = place.start(&[("ACK_MODE", "queued"), ("JOURNAL_FSYNC_MS", "1000")]);
+    let ids: Vec<String> = (0..3).map(event_id).collect();
+    let r = send(p.addr, &collect_req(&token(p.addr), &ids, 10)).expect("answer");
+    assert_eq!(r.0, 202, "{}", r.1);
+    let want: HashSet<String> = ids.iter().cloned().collect();
+    assert!(wait_all(&place.log(), &want, Duration::from_secs(20)).is_empty());
+    // Nothing waited for a journal fsync: no ack wait was recorded.
+    let m = scrape(p.metrics_addr());
+    assert_eq!(
+        metric(&m, "trackgate_journal_ack_wait_seconds_count"),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "trackgate_journal_events_total"), Some(3.0));
 }
