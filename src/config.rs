@@ -9,7 +9,7 @@
 
 use crate::logging::{Format as LogFormat, Level as LogLevel};
 pub use crate::sink::log::{Fsync, LogTarget};
-pub use crate::sink::Output;
+pub use crate::sink::{AckMode, Output};
 use crate::track::client_ip::TrustedProxies;
 use crate::track::ipmode::{derive_ip_hash_secret, IpMode};
 use std::fmt;
@@ -49,7 +49,11 @@ pub const VARS: &[Var] = &[
     v("LOG_FSYNC", "interval", "interval | always | never"),
     v("BATCH_SIZE", "100", "events buffered before the log sink writes"),
     v("FLUSH_INTERVAL_MS", "250", "the log sink writes (and fsyncs, with interval) at least this often"),
-    v("QUEUE_CAPACITY", "65536", "batches each sink queue holds before requests are refused"),
+    v("QUEUE_CAPACITY", "65536", "batches each core's journal queue (and each sink's queue) holds before requests are refused"),
+    v("DATA_DIR", "./data", "directory of the journal, the sinks' checkpoints and the LOCK file"),
+    v("JOURNAL_MAX_MB", "1024", "most disk the journal may use; when full, collect answers 503"),
+    v("JOURNAL_FSYNC_MS", "5", "at most one journal fsync per this many ms; batches queued meanwhile share it (0: no wait)"),
+    v("ACK_MODE", "durable", "durable: collect's 202 waits for the journal fsync | queued: answer at enqueue"),
     v("PG_DSN", "", "PostgreSQL connection string, key=value or postgres:// URL (needed with OUTPUTS=postgres)"),
     v("PG_TABLE", "events_json", "table the postgres sink writes (schema: deploy/init.sql)"),
     v("PG_BATCH_SIZE", "500", "events per PostgreSQL transaction"),
@@ -154,6 +158,13 @@ pub struct Config {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub queue_capacity: usize,
+    /// `DATA_DIR`: the journal, checkpoints and lock file.
+    pub data_dir: PathBuf,
+    /// `JOURNAL_MAX_MB` in bytes.
+    pub journal_max_bytes: u64,
+    /// `JOURNAL_FSYNC_MS`.
+    pub journal_fsync: Duration,
+    pub ack_mode: AckMode,
     /// The `PG_*` settings of the postgres sink (`dsn` empty when unset).
     pub pg: crate::sink::postgres::PgConfig,
     pub cores: Option<usize>,
@@ -579,6 +590,20 @@ impl Config {
             "never" => Fsync::Never,
             other => return Err(err("LOG_FSYNC", other, "interval, always or never")),
         };
+        let ack_mode = match r.string("ACK_MODE").to_ascii_lowercase().as_str() {
+            "durable" => AckMode::Durable,
+            "queued" => AckMode::Queued,
+            other => return Err(err("ACK_MODE", other, "durable or queued")),
+        };
+        let journal_fsync_ms: u64 =
+            r.parse("JOURNAL_FSYNC_MS", "milliseconds (0 = no gathering)", None)?;
+        if journal_fsync_ms > 1000 {
+            return Err(err(
+                "JOURNAL_FSYNC_MS",
+                &journal_fsync_ms.to_string(),
+                "at most 1000 milliseconds (durable acks wait this long)",
+            ));
+        }
         let pg = parse_pg(&r)?;
         let cores = match r.raw("CORES") {
             None => None,
@@ -706,6 +731,12 @@ impl Config {
             batch_size: r.parse("BATCH_SIZE", "a count of events, at least 1", Some(1))?,
             flush_interval: r.millis("FLUSH_INTERVAL_MS")?,
             queue_capacity: r.parse("QUEUE_CAPACITY", "a count, at least 1", Some(1))?,
+            data_dir: PathBuf::from(r.string("DATA_DIR")),
+            journal_max_bytes: r
+                .parse::<u64>("JOURNAL_MAX_MB", "megabytes, at least 1", Some(1))?
+                .saturating_mul(1024 * 1024),
+            journal_fsync: Duration::from_millis(journal_fsync_ms),
+            ack_mode,
             pg,
             cores,
             trusted_proxies,
@@ -792,6 +823,10 @@ mod tests {
         assert_eq!(c.batch_size, 100);
         assert_eq!(c.flush_interval, Duration::from_millis(250));
         assert_eq!(c.queue_capacity, 65536);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.journal_max_bytes, 1024 * 1024 * 1024);
+        assert_eq!(c.journal_fsync, Duration::from_millis(5));
+        assert_eq!(c.ack_mode, AckMode::Durable);
         assert_eq!(c.max_body_bytes, 1_048_576);
         assert_eq!(c.max_batch_events, 100);
         assert_eq!(c.cookie_name, "_tg_sid");
@@ -914,6 +949,9 @@ mod tests {
         for (var, val) in [
             ("SERVER_ADDR", "nonsense"),
             ("LOG_FSYNC", "sometimes"),
+            ("ACK_MODE", "later"),
+            ("JOURNAL_MAX_MB", "0"),
+            ("JOURNAL_FSYNC_MS", "5000"),
             ("CORES", "0"),
             ("CORES", "many"),
             ("BATCH_SIZE", "-1"),

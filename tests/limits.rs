@@ -248,7 +248,7 @@ fn local_answers_while_draining_say_connection_close() {
 /// event is dropped and counted, while the pixel still answers 200 and
 /// collect answers 429 with Retry-After.
 #[test]
-fn full_queue_drops_events_but_the_pixel_still_answers() {
+fn a_down_sink_loses_nothing_the_journal_holds_the_events() {
     if !std::path::Path::new("/dev/full").exists() {
         eprintln!("SKIPPED: /dev/full is not available on this machine");
         return;
@@ -256,7 +256,6 @@ fn full_queue_drops_events_but_the_pixel_still_answers() {
     let p = Proc::start(&[
         ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
         ("LOG_PATH", "/dev/full"),
-        ("QUEUE_CAPACITY", "1"),
         ("METRICS_ENABLED", "true"),
         ("METRICS_ADDR", "127.0.0.1:0"),
     ]);
@@ -275,16 +274,24 @@ fn full_queue_drops_events_but_the_pixel_still_answers() {
     };
     assert_eq!(ready.0, 200, "a sink outage alone keeps /readyz 200");
     assert_eq!(ready.1["status"], "degraded");
+    assert!(
+        ready.1["sinks"]["log"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("/dev/full")),
+        "{}",
+        ready.1
+    );
     assert_eq!(get(p.addr, "/readyz?strict=1").status, 503);
 
-    // One batch fits in the queue, the next four are dropped.
+    // The journal takes every event while the sink is down: nothing is
+    // dropped.
     for i in 0..5 {
         let r = get(p.addr, &format!("/px.gif?e=n{i}"));
         assert_eq!(r.status, 200, "pixel {i}");
         assert_eq!(r.header("content-type"), Some("image/gif"));
         assert_eq!(r.body.len(), 43);
     }
-    // A signed collect is refused with 429 and Retry-After.
+    // A signed collect is journaled and acknowledged.
     let t = public_key_token(p.addr, UA);
     let body = br#"{"type":"pageview"}"#;
     let sig =
@@ -296,20 +303,27 @@ fn full_queue_drops_events_but_the_pixel_still_answers() {
     .into_bytes();
     req.extend_from_slice(body);
     let r = http(p.addr, &req);
-    assert_eq!(r.status, 429, "{}", r.text());
-    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.status, 202, "{}", r.text());
 
-    let m = scrape(maddr);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let m = loop {
+        let m = scrape(maddr);
+        if metric(&m, r#"trackgate_sink_checkpoint_lag_events{sink="log"}"#) == Some(7.0) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "lag never reached 7: {m}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(
         metric(&m, r#"trackgate_events_total{source="pixel"}"#),
-        Some(2.0),
+        Some(6.0),
         "{m}"
     );
     assert_eq!(
         metric(&m, r#"trackgate_events_dropped_total{reason="queue_full"}"#),
-        Some(5.0),
-        "4 pixel events and 1 collect event dropped"
+        Some(0.0)
     );
+    assert_eq!(metric(&m, "trackgate_journal_events_total"), Some(7.0));
     assert_eq!(
         metric(
             &m,

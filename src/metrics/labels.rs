@@ -39,6 +39,8 @@ label_enum!(
         Script => "script",
         Proxy => "proxy",
         Rejected => "rejected",
+        Corrupt => "corrupt",
+        Checkpoint => "checkpoint",
     }
 );
 
@@ -82,6 +84,8 @@ label_enum!(
     DropReason {
         QueueFull => "queue_full",
         ShuttingDown => "shutting_down",
+        JournalFull => "journal_full",
+        JournalFailed => "journal_failed",
     }
 );
 
@@ -165,6 +169,8 @@ label_enum!(
         Rotate => "rotate",
         Connect => "connect",
         Rejected => "rejected",
+        Corrupt => "corrupt",
+        Checkpoint => "checkpoint",
     }
 );
 

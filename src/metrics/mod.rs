@@ -24,7 +24,7 @@ use self::labels::{
     TokenKind, UpstreamError,
 };
 use self::prim::{Counter, Histogram, BUCKETS};
-use self::sinks::{SinkHealth, SinkStats};
+use self::sinks::{JournalStats, SinkHealth, SinkStats};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use std::collections::HashMap;
@@ -148,6 +148,34 @@ specs! {
         "Time a sink took to flush one batch.";
     SINK_UP: Gauge "sink_up" ["sink"]
         "1 when the sink is healthy, 0 when starting, down or stopped.";
+    SINK_EVENTS_ACKED: Counter "sink_events_acknowledged_total" ["sink"]
+        "Events whose delivery a sink's downstream acknowledged (its checkpoint moved past them).";
+    SINK_EVENTS_REPLAYED: Counter "sink_events_replayed_total" ["sink"]
+        "Events a sink read back from the journal files (it had fallen behind, or after a restart).";
+    SINK_EVENTS_DUPLICATE: Counter "sink_events_duplicate_total" ["sink"]
+        "Events a sink's downstream already had (skipped).";
+    SINK_EVENTS_DEAD_LETTERED: Counter "sink_events_dead_lettered_total" ["sink"]
+        "Events a sink isolated as poison and wrote to its dead-letter file.";
+    SINK_LAG_EVENTS: Gauge "sink_checkpoint_lag_events" ["sink"]
+        "Journaled events a sink has not had acknowledged yet.";
+    SINK_LAG_BYTES: Gauge "sink_checkpoint_lag_bytes" ["sink"]
+        "Journal bytes past a sink's checkpoint.";
+    JOURNAL_BYTES: Gauge "journal_bytes" []
+        "Bytes in the journal's segment files.";
+    JOURNAL_SEGMENTS: Gauge "journal_segments" []
+        "Segment files the journal keeps.";
+    JOURNAL_EVENTS: Counter "journal_events_total" []
+        "Events made durable in the journal.";
+    JOURNAL_REFUSED: Counter "journal_refused_events_total" []
+        "Events the journal thread refused after they were queued (full or failed).";
+    JOURNAL_FULL: Gauge "journal_full" []
+        "1 while the journal holds JOURNAL_MAX_MB and collect answers 503.";
+    JOURNAL_FAILED: Gauge "journal_failed" []
+        "1 after an fsync of the journal failed: nothing is acknowledged any more.";
+    JOURNAL_FSYNC_DURATION: Histogram "journal_fsync_duration_seconds" []
+        "Time of each group commit of the journal (write and fdatasync).";
+    JOURNAL_ACK_WAIT: Histogram "journal_ack_wait_seconds" []
+        "Time from a durable collect's enqueue to the fsync that covers it.";
     LOG_ROTATIONS: Counter "log_rotations_total" []
         "Rotations of the log sink's file.";
     CORE_INFO: Gauge "core_info" ["core", "driver"]
@@ -173,6 +201,7 @@ pub struct Registry {
     cores: Vec<CoreEntry>,
     /// Sorted by sink index.
     sinks: Vec<(Sink, Arc<SinkStats>)>,
+    journal: Option<Arc<JournalStats>>,
     descs: Vec<Desc>,
 }
 
@@ -202,6 +231,7 @@ impl Registry {
             version: version.to_owned(),
             cores: Vec::new(),
             sinks: Vec::new(),
+            journal: None,
             descs,
         }
     }
@@ -243,6 +273,11 @@ impl Registry {
             Ok(i) => self.sinks[i].1 = stats,
             Err(i) => self.sinks.insert(i, (sink, stats)),
         }
+    }
+
+    /// Registers the journal's stats (journal families are empty without).
+    pub fn set_journal(&mut self, stats: Arc<JournalStats>) {
+        self.journal = Some(stats);
     }
 
     /// Appends the whole text exposition (format 0.0.4) to `out`.
@@ -423,6 +458,66 @@ impl Registry {
             let up = st.health() == SinkHealth::Healthy;
             gauge(&SINK_UP, &[s], if up { 1.0 } else { 0.0 })
         }));
+        type Get = fn(&SinkStats) -> u64;
+        let sink_counters: [(&Spec, Get); 4] = [
+            (&SINK_EVENTS_ACKED, |st| st.events_acked.get()),
+            (&SINK_EVENTS_REPLAYED, |st| st.events_replayed.get()),
+            (&SINK_EVENTS_DUPLICATE, |st| st.events_duplicate.get()),
+            (&SINK_EVENTS_DEAD_LETTERED, |st| {
+                st.events_dead_lettered.get()
+            }),
+        ];
+        for (spec, get) in sink_counters {
+            out.push(per_sink(spec, &|s, st| counter(spec, &[s], get(st))));
+        }
+        out.push(per_sink(&SINK_LAG_EVENTS, &|s, st| {
+            gauge(&SINK_LAG_EVENTS, &[s], st.lag_events.get() as f64)
+        }));
+        out.push(per_sink(&SINK_LAG_BYTES, &|s, st| {
+            gauge(&SINK_LAG_BYTES, &[s], st.lag_bytes.get() as f64)
+        }));
+        let j = self.journal.as_deref();
+        let one = |f: &dyn Fn(&JournalStats) -> proto::Metric| j.map(f).into_iter().collect();
+        out.push(family(
+            &JOURNAL_BYTES,
+            one(&|j| gauge(&JOURNAL_BYTES, &[], j.bytes.get() as f64)),
+        ));
+        out.push(family(
+            &JOURNAL_SEGMENTS,
+            one(&|j| gauge(&JOURNAL_SEGMENTS, &[], j.segments.get() as f64)),
+        ));
+        out.push(family(
+            &JOURNAL_EVENTS,
+            one(&|j| counter(&JOURNAL_EVENTS, &[], j.events.get())),
+        ));
+        out.push(family(
+            &JOURNAL_REFUSED,
+            one(&|j| counter(&JOURNAL_REFUSED, &[], j.refused.get())),
+        ));
+        out.push(family(
+            &JOURNAL_FULL,
+            one(&|j| gauge(&JOURNAL_FULL, &[], if j.is_full() { 1.0 } else { 0.0 })),
+        ));
+        out.push(family(
+            &JOURNAL_FAILED,
+            one(&|j| gauge(&JOURNAL_FAILED, &[], if j.is_failed() { 1.0 } else { 0.0 })),
+        ));
+        out.push(family(
+            &JOURNAL_FSYNC_DURATION,
+            one(&|j| {
+                let mut t = HistTotals::default();
+                t.add(&j.fsync_duration);
+                histogram(&JOURNAL_FSYNC_DURATION, &[], &t)
+            }),
+        ));
+        out.push(family(
+            &JOURNAL_ACK_WAIT,
+            one(&|j| {
+                let mut t = HistTotals::default();
+                t.add(&j.ack_wait);
+                histogram(&JOURNAL_ACK_WAIT, &[], &t)
+            }),
+        ));
         // Present even before the log sink is added, so dashboards see 0.
         let rotations = self
             .sinks
@@ -616,6 +711,7 @@ mod tests {
     fn every_series_carries_exactly_its_family_labels() {
         let (mut r, _, _) = two_cores();
         r.add_sink(Sink::Kafka, Arc::new(SinkStats::default()));
+        r.set_journal(Arc::new(JournalStats::default()));
         let families = r.collect();
         assert_eq!(families.len(), SPECS.len());
         for (spec, fam) in SPECS.iter().zip(&families) {
@@ -724,6 +820,7 @@ mod tests {
         let (mut r, _, _) = two_cores();
         let log = Arc::new(SinkStats::default());
         r.add_sink(Sink::Log, log.clone());
+        r.set_journal(Arc::new(JournalStats::default()));
         let mut t = String::new();
         r.render(&mut t);
         for spec in SPECS {
@@ -896,6 +993,7 @@ mod tests {
     fn registers_in_a_prometheus_registry() {
         let (mut r, a, _) = two_cores();
         r.add_sink(Sink::Log, Arc::new(SinkStats::default()));
+        r.set_journal(Arc::new(JournalStats::default()));
         a.bytes_received.add(5);
         let prom = prometheus::Registry::new();
         prom.register(Box::new(r)).unwrap();

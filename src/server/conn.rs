@@ -288,7 +288,7 @@ async fn answer_locally(
 ) -> bool {
     let limit = core.shared.cfg.max_body_bytes;
     let resp = match read_body(core, conn, head, limit).await {
-        Ok(body) => core.tracker.answer(local, head, body, peer),
+        Ok(body) => core.tracker.answer(local, head, body, peer).await,
         Err(BodyError::TooLarge) => {
             Response::json(413, br#"{"error":"body too large"}"#.to_vec()).closing()
         }

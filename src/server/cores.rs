@@ -1,8 +1,9 @@
 //! The cores: one thread per CPU, pinned with `core_affinity`, each running
 //! its own monoio runtime (io_uring, or epoll where io_uring is blocked, as
 //! Docker's default seccomp profile does) with its own `SO_REUSEPORT`
-//! listener, upstream pool, metrics and buffers. Nothing on the request path
-//! is shared between cores; the configuration is shared read-only.
+//! listener, upstream pool, metrics, buffers and channel to the journal.
+//! Nothing on the request path is shared between cores; the configuration
+//! is shared read-only.
 //!
 //! Because every core listens with `SO_REUSEPORT`, a new trackgate process can
 //! bind the same port beside an old one that is draining: start the new one,
@@ -77,8 +78,15 @@ pub fn plan(
 
 /// Starts the cores. Core 0 binds first (so `SERVER_ADDR` with port 0 gets
 /// one concrete port) and the others bind the same address.
-pub fn start(shared: &Arc<Shared>, sinks: &SinkHandle) -> Result<Started, String> {
+pub fn start(shared: &Arc<Shared>, sinks: Vec<SinkHandle>) -> Result<Started, String> {
     let cpus = plan(&shared.cfg).map_err(|e| e.to_string())?;
+    if sinks.len() != cpus.len() {
+        return Err(format!(
+            "{} journal channels for {} cores (a bug: report it)",
+            sinks.len(),
+            cpus.len()
+        ));
+    }
     let n = cpus.len();
     let mut addr = shared.cfg.server_addr;
     let mut any = shared.cfg.server_addr_any;
@@ -87,11 +95,10 @@ pub fn start(shared: &Arc<Shared>, sinks: &SinkHandle) -> Result<Started, String
         metrics: Vec::with_capacity(n),
         threads: Vec::with_capacity(n),
     };
-    for (id, cpu) in cpus.into_iter().enumerate() {
+    for (id, (cpu, sinks2)) in cpus.into_iter().zip(sinks).enumerate() {
         let (tx, rx) = mpsc::channel::<Report>();
         let metrics = Arc::new(CoreMetrics::default());
         let shared2 = Arc::clone(shared);
-        let sinks2 = sinks.clone();
         let metrics2 = Arc::clone(&metrics);
         let thread = std::thread::Builder::new()
             .name(format!("tg-core-{id}"))

@@ -1,10 +1,12 @@
 //! The server: start-up, the pinned cores, signals and graceful shutdown.
 //!
-//! `run` starts the sinks, the origin resolver and one thread per core (each
-//! a monoio runtime with its own `SO_REUSEPORT` listener, see [`cores`]), then
-//! the main thread only waits for signals: SIGHUP reopens the event file,
-//! SIGTERM/SIGINT stop accepting, let requests in flight finish within
-//! `SHUTDOWN_TIMEOUT_S`, drain and close the sinks, and exit 0.
+//! `run` starts the journal and the sinks, the origin resolver and one thread
+//! per core (each a monoio runtime with its own `SO_REUSEPORT` listener and
+//! its own channel to the journal, see [`cores`]), then the main thread only
+//! waits for signals: SIGHUP reopens the event file, SIGTERM/SIGINT stop
+//! accepting, let requests in flight finish within `SHUTDOWN_TIMEOUT_S`, let
+//! the journal commit what the cores queued and the sinks deliver what they
+//! can in the time left (the rest stays in the journal), and exit 0.
 
 pub mod conn;
 pub mod cores;
@@ -27,6 +29,8 @@ pub struct Shared {
     /// Set once on SIGTERM/SIGINT: cores stop accepting and close idle
     /// connections; `/readyz` answers 503.
     pub draining: AtomicBool,
+    /// The journal's state, for `/readyz`.
+    pub journal_stats: Arc<crate::metrics::sinks::JournalStats>,
     /// Sink health, for `/readyz`.
     pub sink_stats: Vec<(
         crate::metrics::labels::Sink,
@@ -87,27 +91,8 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
         }
     };
 
-    let sink_cfg = SinkConfig {
-        outputs: cfg.outputs.clone(),
-        queue_capacity: cfg.queue_capacity,
-        log: sink::log::LogConfig {
-            path: cfg.log_path.clone(),
-            rotate_bytes: cfg.log_rotate_bytes,
-            backups: cfg.log_backups,
-            max_age_days: cfg.log_max_age_days,
-            fsync: cfg.log_fsync,
-            flush_interval: cfg.flush_interval,
-            batch_size: cfg.batch_size,
-        },
-    };
-    let (sink_handle, sinks) = match sink::start(sink_cfg) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot start the sinks", error = e);
-            return 1;
-        }
-    };
-
+    // The origin first: a name that does not resolve stops the start-up
+    // before the journal's DATA_DIR is touched.
     let upstream = match &cfg.destination {
         Some(dest) => match Upstream::start(dest.clone(), cfg.upstream_dns_ttl) {
             Ok(u) => Some(u),
@@ -119,16 +104,51 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
         None => None,
     };
 
+    let n_cores = match cores::plan(&cfg) {
+        Ok(p) => p.len(),
+        Err(e) => {
+            eprintln!("trackgate: configuration error: {e}");
+            return 2;
+        }
+    };
+    let sink_cfg = SinkConfig {
+        outputs: cfg.outputs.clone(),
+        queue_capacity: cfg.queue_capacity,
+        journal: sink::journal::JournalConfig::new(cfg.data_dir.clone(), cfg.journal_max_bytes),
+        fsync_interval: cfg.journal_fsync,
+        ack_mode: cfg.ack_mode,
+        cores: n_cores,
+        batch_size: cfg.batch_size,
+        wait_for_lock: true,
+        log: sink::log::LogConfig {
+            path: cfg.log_path.clone(),
+            rotate_bytes: cfg.log_rotate_bytes,
+            backups: cfg.log_backups,
+            max_age_days: cfg.log_max_age_days,
+            fsync: cfg.log_fsync,
+            flush_interval: cfg.flush_interval,
+            batch_size: cfg.batch_size,
+        },
+    };
+    let (sink_handles, sinks) = match sink::start(sink_cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot start the sinks", error = e);
+            return 1;
+        }
+    };
+
     let shutdown_timeout = cfg.shutdown_timeout;
     let metrics_cfg = (cfg.metrics_enabled, cfg.metrics_addr);
     let shared = Arc::new(Shared {
         cfg,
         draining: AtomicBool::new(false),
+        journal_stats: sinks.journal_stats(),
         sink_stats: sinks.stats(),
         upstream,
     });
 
-    let started = match cores::start(&shared, &sink_handle) {
+    let started = match cores::start(&shared, sink_handles) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start the cores", error = e);
@@ -137,7 +157,6 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
             return 1;
         }
     };
-    drop(sink_handle);
 
     let mut registry = Registry::new(env!("CARGO_PKG_VERSION"));
     for (i, (m, driver)) in started.metrics.iter().enumerate() {
@@ -147,6 +166,7 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
     for (kind, stats) in &shared.sink_stats {
         registry.add_sink(*kind, Arc::clone(stats));
     }
+    registry.set_journal(Arc::clone(&shared.journal_stats));
     let registry = Arc::new(registry);
     let metrics_server = if metrics_cfg.0 {
         match crate::metrics::serve(Arc::clone(&registry), metrics_cfg.1) {

@@ -1,18 +1,18 @@
-//! The log sink: appends the NDJSON event lines to a file (or to stdout) on
-//! its own blocking thread, and owns everything about that file: buffering
-//! up to `BATCH_SIZE` events or `FLUSH_INTERVAL_MS`, the `LOG_FSYNC` policy,
-//! size rotation with numbered backups, age pruning of the backups, reopening
-//! on SIGHUP, and riding out I/O failures without losing or splitting a line.
+//! The log sink's downstream: appends each acknowledged event as one NDJSON
+//! line to a file (or to stdout), and owns everything about that file:
+//! the `LOG_FSYNC` policy, size rotation with numbered backups, age pruning
+//! of the backups and reopening on SIGHUP.
 //!
-//! A failing disk never blocks a core: while the sink retries (with a capped
-//! backoff) it stops taking batches from its channel, the channel fills and
-//! the cores get `SubmitError::Full`. Nothing it has taken is dropped.
+//! It runs on its sink thread ([`super::runner`]). [`LogSink::deliver`]
+//! returns once the lines are written (and, under `LOG_FSYNC=always`,
+//! fsynced): that is the acknowledgement after which the runner moves the
+//! sink's checkpoint. On a failure the file is closed, so that the next
+//! open ends a half-written line, and the runner delivers the same events
+//! again (at-least-once).
 
-use super::{Backlog, Batch, Control, Finished};
+use super::Delivered;
 use crate::metrics::labels::SinkFailure;
-use crate::metrics::sinks::{SinkHealth, SinkStats};
-use crossbeam_channel::{select, Receiver};
-use std::collections::VecDeque;
+use crate::metrics::sinks::SinkStats;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -23,14 +23,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-/// First retry delay after a failure; doubles up to [`RETRY_MAX`].
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 /// How often old backups are pruned (besides start-up and each rotation).
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-/// How long a sink whose owner vanished (control channel closed without a
-/// stop) keeps trying to write what it holds before it exits.
-const ORPHAN_STOP: Duration = Duration::from_secs(5);
 
 /// Where the events go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,11 +92,17 @@ impl LogConfig {
     }
 }
 
-/// Why the log sink cannot start.
+/// Why the log sink cannot start or could not deliver.
 #[derive(Debug)]
 pub enum LogError {
     /// The events file cannot be opened for appending.
     Open { path: PathBuf, source: io::Error },
+    /// Writing the lines failed.
+    Write { path: String, source: io::Error },
+    /// fdatasync of the file failed.
+    Fsync { path: String, source: io::Error },
+    /// A rename or delete of the rotation failed.
+    Rotate { what: String, source: io::Error },
     /// A setting that cannot work.
     Invalid {
         var: &'static str,
@@ -119,6 +119,22 @@ impl fmt::Display for LogError {
                  create its directory and make it writable by this user, or set LOG_PATH to another file",
                 path.display()
             ),
+            LogError::Write { path, source } => write!(
+                f,
+                "cannot write to the events file {path} (LOG_PATH): {source}; the events stay in \
+                 the journal and are retried: free disk space or fix the file system"
+            ),
+            LogError::Fsync { path, source } => write!(
+                f,
+                "fsync of the events file {path} failed: {source}; the events stay in the journal \
+                 and are written again: check the disk and the kernel log"
+            ),
+            LogError::Rotate { what, source } => write!(
+                f,
+                "cannot rotate the events file (LOG_ROTATE_MB): {what} failed: {source}; writing \
+                 is paused until rotation succeeds: fix the directory's permissions, or set \
+                 LOG_ROTATE_MB=0"
+            ),
             LogError::Invalid { var, problem } => write!(f, "{var} {problem}"),
         }
     }
@@ -127,155 +143,25 @@ impl fmt::Display for LogError {
 impl std::error::Error for LogError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            LogError::Open { source, .. } => Some(source),
+            LogError::Open { source, .. }
+            | LogError::Write { source, .. }
+            | LogError::Fsync { source, .. }
+            | LogError::Rotate { source, .. } => Some(source),
             LogError::Invalid { .. } => None,
         }
     }
 }
 
-/// Prints one operator message, on one line, to stderr. The only place the
-/// log sink speaks; swap it for the logging module when that arrives.
-fn say(msg: &str) {
-    let one_line = msg.replace(['\n', '\r'], " ");
-    eprintln!("trackgate: log sink: {one_line}");
-}
-
-/// Batches received but not yet handed to a write.
-#[derive(Debug, Default)]
-struct Pending {
-    batches: VecDeque<Batch>,
-    events: u64,
-    bytes: u64,
-}
-
-impl Pending {
-    fn push(&mut self, b: Batch) {
-        self.events += u64::from(b.events);
-        self.bytes += b.bytes.len() as u64;
-        self.batches.push_back(b);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.batches.is_empty()
-    }
-
-    fn pop_front_into(&mut self, chunk: &mut Chunk) {
-        if let Some(b) = self.batches.pop_front() {
-            self.events -= u64::from(b.events);
-            self.bytes -= b.bytes.len() as u64;
-            chunk.add(&b.bytes, u64::from(b.events));
+impl LogError {
+    /// The `sink_failures_total{kind}` label.
+    pub fn kind(&self) -> SinkFailure {
+        match self {
+            LogError::Open { .. } | LogError::Invalid { .. } => SinkFailure::Open,
+            LogError::Write { .. } => SinkFailure::Write,
+            LogError::Fsync { .. } => SinkFailure::Fsync,
+            LogError::Rotate { .. } => SinkFailure::Rotate,
         }
     }
-
-    /// Moves the first `len` bytes of the front batch (whole lines) into `chunk`.
-    fn split_front_into(&mut self, len: usize, chunk: &mut Chunk) {
-        let Some(front) = self.batches.front_mut() else {
-            return;
-        };
-        if len >= front.bytes.len() {
-            self.pop_front_into(chunk);
-            return;
-        }
-        let head = front.bytes.split_to(len);
-        let lines = head.iter().filter(|&&b| b == b'\n').count();
-        let events = u32::try_from(lines).unwrap_or(u32::MAX).min(front.events);
-        front.events -= events;
-        self.events -= u64::from(events);
-        self.bytes -= head.len() as u64;
-        chunk.add(&head, u64::from(events));
-    }
-
-    fn take_all(&mut self, chunk: &mut Chunk) {
-        while !self.batches.is_empty() {
-            self.pop_front_into(chunk);
-        }
-    }
-
-    /// Moves whole lines, `room` bytes at most, into `chunk`. Returns whether
-    /// anything moved.
-    fn take_fitting(&mut self, room: u64, chunk: &mut Chunk) -> bool {
-        let mut left = room;
-        let mut moved = false;
-        while let Some(front) = self.batches.front() {
-            let len = front.bytes.len() as u64;
-            if len <= left {
-                left -= len;
-                self.pop_front_into(chunk);
-                moved = true;
-                continue;
-            }
-            // `left < len`, so it fits in usize.
-            let window = &front.bytes[..left as usize];
-            if let Some(nl) = window.iter().rposition(|&b| b == b'\n') {
-                self.split_front_into(nl + 1, chunk);
-                moved = true;
-            }
-            break;
-        }
-        moved
-    }
-
-    /// Moves the first line, however long, into `chunk`.
-    fn take_line(&mut self, chunk: &mut Chunk) {
-        let Some(front) = self.batches.front() else {
-            return;
-        };
-        match front.bytes.iter().position(|&b| b == b'\n') {
-            Some(nl) => self.split_front_into(nl + 1, chunk),
-            None => self.pop_front_into(chunk),
-        }
-    }
-}
-
-/// The bytes of one write-out, and how far they got.
-#[derive(Debug, Default)]
-struct Chunk {
-    buf: Vec<u8>,
-    /// Bytes of `buf` already written.
-    off: usize,
-    events: u64,
-    /// Something (possibly an empty batch) was put in since the last clear.
-    used: bool,
-}
-
-impl Chunk {
-    fn add(&mut self, bytes: &[u8], events: u64) {
-        self.buf.extend_from_slice(bytes);
-        self.events += events;
-        self.used = true;
-    }
-
-    fn is_empty(&self) -> bool {
-        !self.used
-    }
-
-    fn rest(&self) -> &[u8] {
-        self.buf.get(self.off..).unwrap_or_default()
-    }
-
-    fn clear(&mut self) {
-        self.buf.clear();
-        self.off = 0;
-        self.events = 0;
-        self.used = false;
-    }
-
-    /// The file changed under a half-written chunk: start again at the
-    /// beginning of the line that was cut, so the new file gets it whole.
-    fn rewind_to_line_start(&mut self) {
-        let done = self.buf.get(..self.off).unwrap_or_default();
-        self.off = done.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    }
-}
-
-/// A failure that was already counted, reported and scheduled for retry.
-#[derive(Debug)]
-struct Failed;
-
-#[derive(Debug)]
-struct Retry {
-    at: Instant,
-    delay: Duration,
 }
 
 /// `path.N`.
@@ -297,7 +183,7 @@ fn ignore_not_found(r: io::Result<()>) -> io::Result<()> {
 }
 
 /// A rename or delete of the rotation that failed.
-struct RotateError {
+pub(crate) struct RotateError {
     what: String,
     source: io::Error,
 }
@@ -391,36 +277,26 @@ fn open_target(target: &LogTarget) -> io::Result<Opened> {
     }
 }
 
-/// The log sink's state, owned by its thread.
-pub(super) struct LogSink {
+/// The log sink, owned by its thread.
+pub struct LogSink {
     cfg: LogConfig,
     stats: Arc<SinkStats>,
-    backlog: Arc<Backlog>,
     file: Option<File>,
     /// Bytes in the current file.
     size: u64,
     /// The current file is a regular file (rotated and fsynced).
     regular: bool,
-    pending: Pending,
-    chunk: Chunk,
     /// Written since the last fsync.
     dirty: bool,
-    /// Under [`Fsync::Always`]: events written, counted once fsynced.
-    unsynced: u64,
-    retry: Option<Retry>,
-    /// The last failure message printed (each is printed once).
-    last_said: Option<String>,
+    last_sync: Instant,
+    buf: Vec<u8>,
     next_prune: Option<Instant>,
 }
 
 impl LogSink {
     /// Opens the output on the calling thread, so that a bad `LOG_PATH`
     /// stops the start-up, and prunes old backups.
-    pub(super) fn open(
-        cfg: LogConfig,
-        stats: Arc<SinkStats>,
-        backlog: Arc<Backlog>,
-    ) -> Result<LogSink, LogError> {
+    pub fn new(cfg: LogConfig, stats: Arc<SinkStats>) -> Result<LogSink, LogError> {
         cfg.validate()?;
         let opened = open_target(&cfg.path).map_err(|source| LogError::Open {
             path: match &cfg.path {
@@ -432,110 +308,16 @@ impl LogSink {
         let mut sink = LogSink {
             cfg,
             stats,
-            backlog,
             file: Some(opened.file),
             size: opened.size,
             regular: opened.regular,
-            pending: Pending::default(),
-            chunk: Chunk::default(),
             dirty: false,
-            unsynced: 0,
-            retry: None,
-            last_said: None,
+            last_sync: Instant::now(),
+            buf: Vec::with_capacity(64 * 1024),
             next_prune: None,
         };
         sink.prune();
-        sink.stats.set_healthy();
         Ok(sink)
-    }
-
-    /// The thread's body: receive, buffer, write out, until told to stop.
-    pub(super) fn run(mut self, data: Receiver<Batch>, ctrl: Receiver<Control>) -> Finished {
-        let never = crossbeam_channel::never();
-        let mut data_open = true;
-        let batch_size = self.cfg.batch_size as u64;
-        let mut next_flush = Instant::now() + self.cfg.flush_interval;
-        loop {
-            // While failing, leave new batches in the channel: it fills and
-            // the cores see `Full` instead of this thread growing a buffer.
-            let accepting = data_open && self.retry.is_none() && self.pending.events < batch_size;
-            let source = if accepting { &data } else { &never };
-            let mut wake = next_flush;
-            if let Some(r) = &self.retry {
-                wake = wake.min(r.at);
-            }
-            if let Some(p) = self.next_prune {
-                wake = wake.min(p);
-            }
-            let timeout = wake.saturating_duration_since(Instant::now());
-            select! {
-                recv(source) -> msg => match msg {
-                    Ok(batch) => {
-                        self.pending.push(batch);
-                        self.publish_backlog();
-                        if self.pending.events >= batch_size {
-                            let _ = self.write_out(false, false);
-                        }
-                    }
-                    Err(_) => data_open = false,
-                },
-                recv(ctrl) -> msg => match msg {
-                    Ok(Control::Reopen) => self.reopen(),
-                    Ok(Control::Stop { stop_by }) => return self.finish(&data, stop_by),
-                    Err(_) => return self.finish(&data, Instant::now() + ORPHAN_STOP),
-                },
-                default(timeout) => {}
-            }
-            self.stats.queue_depth.set(data.len() as i64);
-            let now = Instant::now();
-            if now >= next_flush {
-                let _ = self.write_out(true, false);
-                next_flush = now + self.cfg.flush_interval;
-            } else if self.retry.as_ref().is_some_and(|r| now >= r.at) {
-                let _ = self.write_out(false, false);
-            }
-            if self.next_prune.is_some_and(|p| now >= p) {
-                self.prune();
-            }
-        }
-    }
-
-    /// Stop: take everything left in the queue, write it, sync, close.
-    /// Retries failures until `stop_by`, then reports what is left.
-    pub(super) fn finish(mut self, data: &Receiver<Batch>, stop_by: Instant) -> Finished {
-        loop {
-            for b in data.try_iter() {
-                self.pending.push(b);
-            }
-            self.stats.queue_depth.set(data.len() as i64);
-            if self.write_out(true, true).is_ok() {
-                break;
-            }
-            let now = Instant::now();
-            let next = self.retry.as_ref().map_or(now, |r| r.at);
-            if next >= stop_by {
-                break;
-            }
-            std::thread::sleep(next.saturating_duration_since(now));
-        }
-        let unwritten_events = self.pending.events + self.chunk.events;
-        let unwritten_bytes = self.pending.bytes + self.chunk.rest().len() as u64;
-        let error = (self.stats.health() == SinkHealth::Down).then(|| self.stats.reason());
-        if unwritten_events > 0 || unwritten_bytes > 0 {
-            say(&format!(
-                "stopping with {unwritten_events} events ({unwritten_bytes} bytes) not written to {}: {}",
-                self.target_name(),
-                error.as_deref().unwrap_or("the shutdown deadline passed")
-            ));
-        }
-        self.close();
-        self.backlog.set(unwritten_events, unwritten_bytes);
-        self.stats.set_stopped();
-        Finished {
-            unwritten_events,
-            unwritten_bytes,
-            error,
-        }
     }
 
     fn target_name(&self) -> String {
@@ -545,258 +327,166 @@ impl LogSink {
         }
     }
 
-    fn publish_backlog(&self) {
-        self.backlog.set(
-            self.pending.events + self.chunk.events,
-            self.pending.bytes + self.chunk.rest().len() as u64,
-        );
+    /// Appends one line per event (rotating as needed); under
+    /// `LOG_FSYNC=always` fsyncs before returning. On error the file is
+    /// closed and nothing is counted: the caller delivers the same events
+    /// again.
+    pub fn deliver(&mut self, events: &[&[u8]]) -> Result<Delivered, LogError> {
+        let r = self.deliver_inner(events);
+        if r.is_err() {
+            self.drop_file();
+        }
+        r
     }
 
-    /// Counts and reports a failure, marks the sink down and schedules the
-    /// next attempt (100 ms, doubling to 5 s).
-    fn fail(&mut self, kind: SinkFailure, reason: String) -> Failed {
-        self.stats.failure(kind);
-        self.stats.set_down(reason.clone());
-        let delay = self
-            .retry
-            .as_ref()
-            .map_or(RETRY_FIRST, |r| (r.delay * 2).min(RETRY_MAX));
-        self.retry = Some(Retry {
-            at: Instant::now() + delay,
-            delay,
-        });
-        if self.last_said.as_deref() != Some(reason.as_str()) {
-            say(&reason);
-            self.last_said = Some(reason);
+    fn deliver_inner(&mut self, events: &[&[u8]]) -> Result<Delivered, LogError> {
+        if self.next_prune.is_some_and(|p| Instant::now() >= p) {
+            self.prune();
         }
-        Failed
-    }
-
-    fn recovered(&mut self) {
-        self.retry = None;
-        if self.stats.health() != SinkHealth::Healthy {
-            if self.last_said.take().is_some() {
-                say(&format!("writing to {} again", self.target_name()));
-            }
-            self.stats.set_healthy();
-        }
-    }
-
-    /// Writes out everything buffered (rotating as needed); with `tick`, also
-    /// the interval fsync. Unless `force`d, does nothing before a scheduled
-    /// retry is due.
-    fn write_out(&mut self, tick: bool, force: bool) -> Result<(), Failed> {
-        if !force && self.retry.as_ref().is_some_and(|r| Instant::now() < r.at) {
-            return Err(Failed);
-        }
-        let started = Instant::now();
-        let result = self.write_out_inner(tick);
-        self.publish_backlog();
-        if result? {
-            self.stats.flush_duration.observe(started.elapsed());
-        }
-        self.recovered();
-        Ok(())
-    }
-
-    /// Returns whether any I/O was done.
-    fn write_out_inner(&mut self, tick: bool) -> Result<bool, Failed> {
-        let mut did = false;
         self.ensure_open()?;
-        loop {
-            if self.chunk.is_empty() {
-                if self.unsynced > 0 {
-                    self.sync()?;
-                    did = true;
+        let limit = self.cfg.rotate_bytes;
+        let rotating = self.regular && limit > 0;
+        self.buf.clear();
+        for ev in events {
+            let line = ev.len() as u64 + 1;
+            if rotating && self.size + self.buf.len() as u64 + line > limit {
+                if !self.buf.is_empty() {
+                    self.write_buf()?;
                 }
-                if self.pending.is_empty() {
-                    break;
-                }
-                if !self.fill_chunk() {
+                // A line longer than the limit goes whole into a fresh file.
+                if self.size > 0 {
                     self.rotate()?;
-                    did = true;
-                    continue;
                 }
             }
-            self.write_chunk()?;
-            did = true;
+            self.buf.extend_from_slice(ev);
+            self.buf.push(b'\n');
         }
-        if tick && self.cfg.fsync == Fsync::Interval && self.dirty {
+        self.write_buf()?;
+        let due = match self.cfg.fsync {
+            Fsync::Always => true,
+            Fsync::Interval => self.last_sync.elapsed() >= self.cfg.flush_interval,
+            Fsync::Never => false,
+        };
+        if due {
             self.sync()?;
-            did = true;
         }
-        Ok(did)
+        let n = events.len() as u64;
+        Ok(Delivered {
+            written: n,
+            ..Delivered::default()
+        })
     }
 
-    fn ensure_open(&mut self) -> Result<(), Failed> {
+    fn ensure_open(&mut self) -> Result<(), LogError> {
         if self.file.is_some() {
             return Ok(());
         }
-        match open_target(&self.cfg.path) {
-            Ok(o) => {
-                self.file = Some(o.file);
-                self.size = o.size;
-                self.regular = o.regular;
-                Ok(())
-            }
-            Err(e) => {
-                let reason = format!(
-                    "cannot open the events file {} (LOG_PATH): {e}; {} events are held and the queue \
-                     fills until it opens: check that its directory exists and is writable",
-                    self.target_name(),
-                    self.pending.events + self.chunk.events
-                );
-                Err(self.fail(SinkFailure::Open, reason))
-            }
-        }
+        let o = open_target(&self.cfg.path).map_err(|source| LogError::Open {
+            path: PathBuf::from(self.target_name()),
+            source,
+        })?;
+        self.file = Some(o.file);
+        self.size = o.size;
+        self.regular = o.regular;
+        Ok(())
     }
 
-    /// Puts the next write-out in `chunk`. False when the current file must
-    /// be rotated first (not one more line fits).
-    fn fill_chunk(&mut self) -> bool {
-        let limit = self.cfg.rotate_bytes;
-        if !self.regular || limit == 0 {
-            self.pending.take_all(&mut self.chunk);
-            return true;
-        }
-        let room = limit.saturating_sub(self.size);
-        if self.pending.take_fitting(room, &mut self.chunk) {
-            return true;
-        }
-        if self.size > 0 {
-            return false;
-        }
-        // An empty file and a line longer than the limit: it goes in whole.
-        self.pending.take_line(&mut self.chunk);
-        true
+    fn write_buf(&mut self) -> Result<(), LogError> {
+        let name = self.target_name();
+        let Some(file) = self.file.as_mut() else {
+            return Err(LogError::Write {
+                path: name,
+                source: io::Error::other("the file is closed"),
+            });
+        };
+        file.write_all(&self.buf)
+            .map_err(|source| LogError::Write { path: name, source })?;
+        self.size += self.buf.len() as u64;
+        self.dirty = true;
+        self.buf.clear();
+        Ok(())
     }
 
-    /// Writes the rest of `chunk`; then counts its events (under
-    /// [`Fsync::Always`] after the fsync).
-    fn write_chunk(&mut self) -> Result<(), Failed> {
-        self.ensure_open()?;
-        while self.chunk.off < self.chunk.buf.len() {
-            let Some(file) = self.file.as_mut() else {
-                return self.ensure_open();
-            };
-            let rest = self.chunk.buf.get(self.chunk.off..).unwrap_or_default();
-            match file.write(rest) {
-                Ok(0) => {
-                    let reason = format!(
-                        "writing to the events file {} (LOG_PATH) made no progress; {} events are held \
-                         and retried: check the file system",
-                        self.target_name(),
-                        self.pending.events + self.chunk.events
-                    );
-                    return Err(self.fail(SinkFailure::Write, reason));
-                }
-                Ok(n) => {
-                    self.chunk.off += n;
-                    self.size += n as u64;
-                    self.dirty = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let reason = format!(
-                        "cannot write to the events file {} (LOG_PATH): {e}; {} events are held and \
-                         retried: free disk space or fix the file system",
-                        self.target_name(),
-                        self.pending.events + self.chunk.events
-                    );
-                    return Err(self.fail(SinkFailure::Write, reason));
-                }
-            }
+    /// fdatasync the current file when the policy and the file allow it.
+    fn sync(&mut self) -> Result<(), LogError> {
+        self.last_sync = Instant::now();
+        if !self.dirty {
+            return Ok(());
         }
-        let events = self.chunk.events;
-        self.chunk.clear();
-        if self.cfg.fsync == Fsync::Always && self.regular {
-            self.unsynced += events;
-            self.sync()
-        } else {
-            self.stats.events_written.add(events);
-            Ok(())
-        }
-    }
-
-    /// fdatasync the current file (when the policy and the file allow it);
-    /// then the events written under `Always` count as written.
-    fn sync(&mut self) -> Result<(), Failed> {
-        let result = match &self.file {
+        let res = match &self.file {
             Some(f) if self.regular && self.cfg.fsync != Fsync::Never => f.sync_data(),
             _ => Ok(()),
         };
-        match result {
-            Ok(()) => {
-                self.stats.events_written.add(self.unsynced);
-                self.unsynced = 0;
-                self.dirty = false;
-                Ok(())
+        res.map_err(|source| LogError::Fsync {
+            path: self.target_name(),
+            source,
+        })?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Interval fsync, called by the runner at least every 50 ms.
+    pub fn tick(&mut self) {
+        if self.cfg.fsync == Fsync::Interval
+            && self.dirty
+            && self.last_sync.elapsed() >= self.cfg.flush_interval
+        {
+            if let Err(e) = self.sync() {
+                // Lines already acknowledged may be lost on power failure;
+                // the file is reopened for the next delivery.
+                self.stats.failure(e.kind());
+                crate::error!("log sink", detail = e);
+                self.drop_file();
             }
-            Err(e) => {
-                let reason = format!(
-                    "fsync of the events file {} failed: {e}; lines written since the last successful \
-                     fsync may already be lost from the page cache (they are not written again): \
-                     check the disk and the kernel log",
-                    self.target_name()
-                );
-                Err(self.fail(SinkFailure::Fsync, reason))
-            }
+        }
+        if self.next_prune.is_some_and(|p| Instant::now() >= p) {
+            self.prune();
         }
     }
 
-    /// Closes the current file (the caller synced it if it had to).
-    fn close(&mut self) {
-        if self.file.take().is_some() {
-            self.chunk.rewind_to_line_start();
-            // Written to the old file; their fsync failed and was reported.
-            self.stats.events_written.add(self.unsynced);
-            self.unsynced = 0;
-            self.dirty = false;
-            self.size = 0;
-        }
+    fn drop_file(&mut self) {
+        self.file = None;
+        self.dirty = false;
+        self.size = 0;
     }
 
     /// Size rotation: sync and close the full file, shift the backups, open
-    /// a fresh file. On failure the file stays closed; the retry reopens the
-    /// path and, finding it still full, rotates again.
-    fn rotate(&mut self) -> Result<(), Failed> {
+    /// a fresh file.
+    fn rotate(&mut self) -> Result<(), LogError> {
         let LogTarget::File(path) = &self.cfg.path else {
             return Ok(());
         };
         let path = path.clone();
-        if self.dirty || self.unsynced > 0 {
-            self.sync()?;
-        }
-        self.close();
-        if let Err(e) = shift_backups(&path, self.cfg.backups) {
-            let reason = format!(
-                "cannot rotate the events file {} (LOG_ROTATE_MB): {} failed: {}; writing is paused \
-                 until rotation succeeds: fix the directory's permissions, or set LOG_ROTATE_MB=0",
-                path.display(),
-                e.what,
-                e.source
-            );
-            return Err(self.fail(SinkFailure::Rotate, reason));
-        }
+        self.sync()?;
+        self.drop_file();
+        shift_backups(&path, self.cfg.backups).map_err(|e| LogError::Rotate {
+            what: e.what,
+            source: e.source,
+        })?;
         self.stats.rotations.inc();
         self.ensure_open()?;
         self.prune();
         Ok(())
     }
 
-    /// SIGHUP (logrotate moved the file away): write what is buffered to the
-    /// old file, sync, close, and open the path again.
-    fn reopen(&mut self) {
-        if self.file.is_some() {
-            let _ = self.write_out(false, true);
-            if self.dirty || self.unsynced > 0 {
-                let _ = self.sync();
-            }
-            self.close();
+    /// SIGHUP (logrotate moved the file away): sync, close; the next
+    /// delivery opens the path again.
+    pub fn reopen(&mut self) {
+        if let Err(e) = self.sync() {
+            crate::error!("log sink", detail = e);
         }
-        // An operator's signal: try at once, whatever the backoff said.
-        self.retry = None;
-        let _ = self.write_out(false, true);
+        self.drop_file();
+        if let Err(e) = self.ensure_open() {
+            crate::warn!("log sink: cannot reopen the events file", detail = e);
+        }
+    }
+
+    /// Shutdown: sync and close.
+    pub fn close(&mut self) {
+        if let Err(e) = self.sync() {
+            crate::error!("log sink", detail = e);
+        }
+        self.drop_file();
     }
 
     /// Deletes backups `path.N` older than `max_age_days`.
@@ -824,7 +514,7 @@ impl LogSink {
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
-                say(&format!(
+                crate::warn!("log sink", detail = format!(
                     "cannot list {} to delete backups older than {days} days (LOG_MAX_AGE_DAYS): {e}",
                     dir.display()
                 ));
@@ -847,10 +537,13 @@ impl LogSink {
                 .is_ok_and(|t| t < cutoff);
             if old {
                 if let Err(e) = ignore_not_found(fs::remove_file(entry.path())) {
-                    say(&format!(
-                        "cannot delete the old backup {} (LOG_MAX_AGE_DAYS={days}): {e}",
-                        entry.path().display()
-                    ));
+                    crate::warn!(
+                        "log sink",
+                        detail = format!(
+                            "cannot delete the old backup {} (LOG_MAX_AGE_DAYS={days}): {e}",
+                            entry.path().display()
+                        )
+                    );
                 }
             }
         }
@@ -859,10 +552,7 @@ impl LogSink {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::super::{start, Output, SinkConfig, SinkHandle, Sinks, SubmitError};
     use super::*;
-    use crate::metrics::labels::Sink;
-    use bytes::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A quick, small configuration for tests.
@@ -884,14 +574,12 @@ pub(crate) mod tests {
     impl TempDir {
         fn new(tag: &str) -> TempDir {
             static SEQ: AtomicUsize = AtomicUsize::new(0);
-            let nanos = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
             let dir = std::env::temp_dir().join(format!(
-                "trackgate-sink-{tag}-{}-{}-{nanos}",
+                "trackgate-logsink-{tag}-{}-{}",
                 std::process::id(),
                 SEQ.fetch_add(1, Ordering::Relaxed)
             ));
+            let _ = fs::remove_dir_all(&dir);
             fs::create_dir_all(&dir).unwrap();
             TempDir(dir)
         }
@@ -908,168 +596,74 @@ pub(crate) mod tests {
     }
 
     fn line(i: usize) -> String {
-        format!("{{\"n\":{i},\"pad\":\"abcdefgh\"}}\n")
+        format!("{{\"n\":{i},\"pad\":\"abcdefgh\"}}")
     }
 
-    /// Lines `from..to` as batches of 1 to 4 lines.
-    fn batches(from: usize, to: usize) -> Vec<Batch> {
-        let mut out = Vec::new();
-        let mut i = from;
-        let mut k = 0;
-        while i < to {
-            let n = (k % 4 + 1).min(to - i);
-            let text: String = (i..i + n).map(line).collect();
-            out.push(Batch {
-                bytes: Bytes::from(text),
-                events: n as u32,
-            });
-            i += n;
-            k += 1;
-        }
-        out
-    }
-
-    fn start_log(cfg: LogConfig, capacity: usize) -> (SinkHandle, Sinks) {
-        start(SinkConfig {
-            outputs: vec![Output::Log],
-            queue_capacity: capacity,
-            log: cfg,
-        })
-        .unwrap()
-    }
-
-    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !cond() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Submits every batch, waiting while the queue is full.
-    fn submit_all(h: &SinkHandle, bs: Vec<Batch>) {
-        for b in bs {
-            wait_for("room in the queue", || match h.submit(b.clone()) {
-                Ok(()) => true,
-                Err(SubmitError::Full) => false,
-                Err(SubmitError::Closed) => panic!("closed"),
-            });
-        }
+    fn deliver(s: &mut LogSink, from: usize, to: usize) {
+        let lines: Vec<String> = (from..to).map(line).collect();
+        let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        let d = s.deliver(&refs).unwrap();
+        assert_eq!(d.written, (to - from) as u64);
     }
 
     fn read(p: &Path) -> String {
         fs::read_to_string(p).unwrap_or_default()
     }
 
-    /// The `n` of every line, checking each is a whole JSON object.
     fn numbers(text: &str) -> Vec<u64> {
-        assert!(text.is_empty() || text.ends_with('\n'), "torn last line");
         text.lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["n"].as_u64().unwrap()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("{\"n\":")?;
+                rest.split(',').next()?.parse().ok()
             })
             .collect()
     }
 
-    fn stats_of(s: &Sinks) -> Arc<SinkStats> {
-        let all = s.stats();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].0, Sink::Log);
-        Arc::clone(&all[0].1)
+    fn backups_in(dir: &TempDir) -> Vec<u32> {
+        let mut v: Vec<u32> = (1..100)
+            .filter(|n| exists(&backup_path(&dir.file(), *n)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn sink(cfg: LogConfig) -> (LogSink, Arc<SinkStats>) {
+        let stats = Arc::new(SinkStats::default());
+        (LogSink::new(cfg, Arc::clone(&stats)).unwrap(), stats)
     }
 
     #[test]
-    fn lines_arrive_intact_and_in_order() {
-        let dir = TempDir::new("order");
-        let (h, sinks) = start_log(config(LogTarget::File(dir.file())), 8);
-        let stats = stats_of(&sinks);
-        submit_all(&h, batches(0, 1000));
-        let report = sinks.shutdown(Duration::from_secs(10));
-        assert!(report.is_clean(), "{report}");
-        let got = numbers(&read(&dir.file()));
-        assert_eq!(got, (0..1000).collect::<Vec<u64>>());
-        assert_eq!(stats.events_written.get(), 1000);
-        assert_eq!(stats.health(), SinkHealth::Stopped);
-        assert_eq!(h.submit(batches(0, 1).remove(0)), Err(SubmitError::Closed));
-    }
-
-    #[test]
-    fn always_fsync_counts_every_event() {
-        let dir = TempDir::new("always");
+    fn lines_are_appended_whole_and_in_order() {
+        let dir = TempDir::new("append");
         let mut cfg = config(LogTarget::File(dir.file()));
         cfg.fsync = Fsync::Always;
-        cfg.batch_size = 5;
-        let (h, sinks) = start_log(cfg, 8);
-        let stats = stats_of(&sinks);
-        submit_all(&h, batches(0, 40));
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
-        assert_eq!(numbers(&read(&dir.file())).len(), 40);
-        assert_eq!(stats.events_written.get(), 40);
-        let (buckets, _) = stats.flush_duration.snapshot();
-        assert!(buckets.iter().sum::<u64>() > 0);
+        let (mut s, _) = sink(cfg);
+        deliver(&mut s, 0, 5);
+        deliver(&mut s, 5, 9);
+        s.close();
+        assert_eq!(numbers(&read(&dir.file())), (0..9).collect::<Vec<u64>>());
     }
 
     #[test]
-    fn interval_flushes_without_reaching_batch_size() {
-        let dir = TempDir::new("interval");
+    fn rotation_keeps_every_line_across_backups() {
+        let dir = TempDir::new("rotate");
         let mut cfg = config(LogTarget::File(dir.file()));
-        cfg.batch_size = 10_000;
-        let (h, sinks) = start_log(cfg, 8);
-        let stats = stats_of(&sinks);
-        submit_all(&h, batches(0, 3));
-        wait_for("the interval flush", || {
-            numbers(&read(&dir.file())).len() == 3
-        });
-        wait_for("the count", || stats.events_written.get() == 3);
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
-    }
-
-    fn backups_in(dir: &TempDir) -> Vec<u32> {
-        let mut out: Vec<u32> = (1..100)
-            .filter(|&n| exists(&backup_path(&dir.file(), n)))
-            .collect();
-        out.sort_unstable();
-        out
-    }
-
-    #[test]
-    fn rotation_loses_and_duplicates_nothing() {
-        let dir = TempDir::new("rotate-all");
-        let mut cfg = config(LogTarget::File(dir.file()));
-        cfg.rotate_bytes = 200; // ~7 lines of 29 bytes
-        cfg.backups = 90;
-        cfg.batch_size = 8;
-        let (h, sinks) = start_log(cfg, 4);
-        let stats = stats_of(&sinks);
-        let mut all = batches(0, 150);
-        // One line longer than the limit goes in whole, in a file of its own.
-        let long = format!("{{\"n\":150,\"pad\":\"{}\"}}\n", "y".repeat(300));
-        all.push(Batch {
-            bytes: Bytes::from(long.clone()),
-            events: 1,
-        });
-        all.extend(batches(151, 160));
-        submit_all(&h, all);
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
-        let kept = backups_in(&dir);
-        assert!(kept.len() >= 20, "{kept:?}");
-        assert_eq!(kept, (1..=kept.len() as u32).collect::<Vec<_>>());
-        assert_eq!(stats.rotations.get(), kept.len() as u64);
-        // Oldest first: .N … .1, then the current file.
+        cfg.rotate_bytes = 200;
+        cfg.backups = 50;
+        let (mut s, stats) = sink(cfg);
+        for i in 0..40 {
+            deliver(&mut s, i * 4, i * 4 + 4);
+        }
+        s.close();
+        assert!(stats.rotations.get() > 3);
         let mut got = Vec::new();
-        for n in kept.iter().rev() {
-            let text = read(&backup_path(&dir.file(), *n));
-            assert!(
-                text.len() <= 200 || text == long,
-                "{n}: {} bytes",
-                text.len()
-            );
+        for n in backups_in(&dir).into_iter().rev() {
+            let text = read(&backup_path(&dir.file(), n));
+            assert!(text.len() <= 200, "backup {n} is {} bytes", text.len());
             got.extend(numbers(&text));
         }
         got.extend(numbers(&read(&dir.file())));
         assert_eq!(got, (0..160).collect::<Vec<u64>>());
-        assert_eq!(stats.events_written.get(), 160);
     }
 
     #[test]
@@ -1078,16 +672,16 @@ pub(crate) mod tests {
         let mut cfg = config(LogTarget::File(dir.file()));
         cfg.rotate_bytes = 100;
         cfg.backups = 2;
-        let (h, sinks) = start_log(cfg, 4);
-        let stats = stats_of(&sinks);
-        submit_all(&h, batches(0, 60));
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
+        let (mut s, stats) = sink(cfg);
+        for i in 0..30 {
+            deliver(&mut s, i * 2, i * 2 + 2);
+        }
+        s.close();
         assert_eq!(backups_in(&dir), vec![1, 2]);
         assert!(stats.rotations.get() > 2);
         let mut got = numbers(&read(&backup_path(&dir.file(), 2)));
         got.extend(numbers(&read(&backup_path(&dir.file(), 1))));
         got.extend(numbers(&read(&dir.file())));
-        // The newest lines, contiguous up to the last one.
         let first = got[0];
         assert_eq!(got, (first..60).collect::<Vec<u64>>());
     }
@@ -1098,14 +692,14 @@ pub(crate) mod tests {
         let mut cfg = config(LogTarget::File(dir.file()));
         cfg.rotate_bytes = 100;
         cfg.backups = 0;
-        let (h, sinks) = start_log(cfg, 4);
-        let stats = stats_of(&sinks);
-        submit_all(&h, batches(0, 30));
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
+        let (mut s, stats) = sink(cfg);
+        for i in 0..30 {
+            deliver(&mut s, i, i + 1);
+        }
+        s.close();
         assert!(backups_in(&dir).is_empty());
         assert!(stats.rotations.get() > 0);
-        let got = numbers(&read(&dir.file()));
-        assert_eq!(got.last(), Some(&29));
+        assert_eq!(numbers(&read(&dir.file())).last(), Some(&29));
         assert!(read(&dir.file()).len() <= 100);
     }
 
@@ -1117,20 +711,17 @@ pub(crate) mod tests {
         fs::write(backup_path(&p, 2), "two\n").unwrap();
         fs::write(backup_path(&p, 3), "three\n").unwrap();
         fs::write(backup_path(&p, 4), "stale\n").unwrap();
-        // A gap at .1 (an earlier rotation stopped half way): nothing is shifted.
         assert!(shift_backups(&p, 3).is_ok());
         assert_eq!(read(&backup_path(&p, 1)), "cur\n");
         assert_eq!(read(&backup_path(&p, 2)), "two\n");
         assert_eq!(read(&backup_path(&p, 3)), "three\n");
         fs::write(&p, "new\n").unwrap();
-        // Now .1 … .4 exist: .4 is beyond the limit and goes, the rest shift.
         assert!(shift_backups(&p, 3).is_ok());
         assert!(!exists(&p));
         assert_eq!(read(&backup_path(&p, 1)), "new\n");
         assert_eq!(read(&backup_path(&p, 2)), "cur\n");
         assert_eq!(read(&backup_path(&p, 3)), "two\n");
         assert!(!exists(&backup_path(&p, 4)));
-        // The file was moved away before the rotation: not an error.
         assert!(shift_backups(&p, 3).is_ok());
         assert_eq!(read(&backup_path(&p, 1)), "new\n");
     }
@@ -1138,38 +729,34 @@ pub(crate) mod tests {
     #[test]
     fn restart_appends_and_closes_a_torn_line() {
         let dir = TempDir::new("restart");
-        let (h, sinks) = start_log(config(LogTarget::File(dir.file())), 4);
-        submit_all(&h, batches(0, 3));
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
-        // A crash left half a line behind.
+        let (mut s, _) = sink(config(LogTarget::File(dir.file())));
+        deliver(&mut s, 0, 3);
+        s.close();
         let mut f = OpenOptions::new().append(true).open(dir.file()).unwrap();
         f.write_all(b"{\"n\":99,\"pa").unwrap();
         drop(f);
-        let (h, sinks) = start_log(config(LogTarget::File(dir.file())), 4);
-        submit_all(&h, batches(3, 5));
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
+        let (mut s, _) = sink(config(LogTarget::File(dir.file())));
+        deliver(&mut s, 3, 5);
+        s.close();
         let text = read(&dir.file());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 6, "{text}");
         assert_eq!(lines[3], "{\"n\":99,\"pa");
-        let mut whole: String = lines[..3].iter().map(|l| format!("{l}\n")).collect();
-        whole.extend(lines[4..].iter().map(|l| format!("{l}\n")));
-        assert_eq!(numbers(&whole), vec![0, 1, 2, 3, 4]);
+        // The torn line was closed, not merged with the next one.
+        assert_eq!(numbers(&text), vec![0, 1, 2, 99, 3, 4]);
     }
 
     #[test]
     fn reopen_after_a_rename_starts_a_new_file() {
         let dir = TempDir::new("reopen");
-        let (h, sinks) = start_log(config(LogTarget::File(dir.file())), 4);
-        let stats = stats_of(&sinks);
-        submit_all(&h, batches(0, 5));
-        wait_for("the first lines", || stats.events_written.get() == 5);
+        let (mut s, _) = sink(config(LogTarget::File(dir.file())));
+        deliver(&mut s, 0, 5);
         let moved = dir.0.join("events.ndjson.moved");
         fs::rename(dir.file(), &moved).unwrap();
-        sinks.reopen();
-        wait_for("the new file", || exists(&dir.file()));
-        submit_all(&h, batches(5, 9));
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
+        s.reopen();
+        assert!(exists(&dir.file()));
+        deliver(&mut s, 5, 9);
+        s.close();
         assert_eq!(numbers(&read(&moved)), vec![0, 1, 2, 3, 4]);
         assert_eq!(numbers(&read(&dir.file())), vec![5, 6, 7, 8]);
     }
@@ -1190,116 +777,42 @@ pub(crate) mod tests {
         fs::write(backup_path(&p, 2), "{}\n").unwrap();
         let mut cfg = config(LogTarget::File(p.clone()));
         cfg.max_age_days = 3;
-        let (_h, sinks) = start_log(cfg, 4);
+        let (_s, _) = sink(cfg);
         assert!(!exists(&backup_path(&p, 1)));
         assert!(!exists(&backup_path(&p, 7)));
         assert!(exists(&backup_path(&p, 2)));
         assert!(exists(&dir.0.join("other.ndjson.1")));
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
     }
 
     #[test]
-    fn stop_drains_the_queue() {
-        let dir = TempDir::new("drain");
-        let stats = Arc::new(SinkStats::default());
-        let backlog = Arc::new(Backlog::default());
-        let mut cfg = config(LogTarget::File(dir.file()));
-        cfg.batch_size = 3;
-        let sink = LogSink::open(cfg, Arc::clone(&stats), backlog).unwrap();
-        let (tx, rx) = crossbeam_channel::bounded(64);
-        for b in batches(0, 100) {
-            tx.try_send(b).unwrap();
-        }
-        let fin = sink.finish(&rx, Instant::now() + Duration::from_secs(10));
-        assert_eq!((fin.unwritten_events, fin.unwritten_bytes), (0, 0));
-        assert!(fin.error.is_none());
-        assert!(rx.is_empty());
-        assert_eq!(numbers(&read(&dir.file())), (0..100).collect::<Vec<u64>>());
-        assert_eq!(stats.events_written.get(), 100);
-        assert_eq!(stats.health(), SinkHealth::Stopped);
-    }
-
-    #[test]
-    fn shutdown_reports_what_it_could_not_write() {
-        let dir = TempDir::new("lost");
-        let sub = dir.0.join("sub");
-        fs::create_dir_all(&sub).unwrap();
-        let stats = Arc::new(SinkStats::default());
-        let cfg = config(LogTarget::File(sub.join("events.ndjson")));
-        let mut sink = LogSink::open(cfg, Arc::clone(&stats), Arc::default()).unwrap();
-        fs::remove_dir_all(&sub).unwrap();
-        sink.close();
-        let (tx, rx) = crossbeam_channel::bounded(8);
-        for b in batches(0, 6) {
-            tx.try_send(b).unwrap();
-        }
-        let fin = sink.finish(&rx, Instant::now() + Duration::from_millis(300));
-        assert_eq!(fin.unwritten_events, 6);
-        assert!(fin.unwritten_bytes > 0);
-        let error = fin.error.unwrap_or_default();
-        assert!(
-            error.contains("LOG_PATH") && error.contains("sub"),
-            "{error}"
-        );
-        assert!(stats.failures[SinkFailure::Open.index()].get() >= 1);
-    }
-
-    #[test]
-    fn full_queue_refuses_while_the_sink_is_down_then_recovers() {
+    fn a_failed_delivery_is_an_error_then_succeeds_once_the_path_is_back() {
         let dir = TempDir::new("down");
         let sub = dir.0.join("sub");
         fs::create_dir_all(&sub).unwrap();
         let path = sub.join("events.ndjson");
-        let (h, sinks) = start_log(config(LogTarget::File(path.clone())), 2);
-        let stats = stats_of(&sinks);
-        submit_all(&h, batches(0, 2));
-        wait_for("the first lines", || stats.events_written.get() == 2);
-
-        // The directory goes away: reopening the file fails.
+        let (mut s, _) = sink(config(LogTarget::File(path.clone())));
+        deliver(&mut s, 0, 2);
         fs::remove_dir_all(&sub).unwrap();
-        sinks.reopen();
-        wait_for("the sink to go down", || stats.health() == SinkHealth::Down);
-        assert!(stats.failures[SinkFailure::Open.index()].get() >= 1);
-        let reason = stats.reason();
-        assert!(reason.contains(&path.display().to_string()), "{reason}");
-        assert!(reason.contains("No such file"), "{reason}");
-
-        // It holds what it has and takes no more: the queue fills.
-        let mut accepted = Vec::new();
-        for b in batches(2, 40) {
-            match h.submit(b.clone()) {
-                Ok(()) => accepted.push(b),
-                Err(SubmitError::Full) => break,
-                Err(SubmitError::Closed) => panic!("closed"),
-            }
-        }
-        // Exactly the queue's capacity: the failing sink takes nothing.
-        assert_eq!(accepted.len(), 2);
-        assert_eq!(h.submit(batches(50, 51).remove(0)), Err(SubmitError::Full));
-        wait_for("the queue depth gauge", || stats.queue_depth.get() == 2);
-        assert_eq!(stats.health(), SinkHealth::Down);
-
+        s.reopen();
+        let l = line(2);
+        let err = s.deliver(&[l.as_bytes()]).err().unwrap();
+        assert_eq!(err.kind(), SinkFailure::Open);
+        let msg = err.to_string();
+        assert!(msg.contains("LOG_PATH") && msg.contains("sub"), "{msg}");
         fs::create_dir_all(&sub).unwrap();
-        wait_for("recovery", || stats.health() == SinkHealth::Healthy);
-        let accepted_events: u64 = accepted.iter().map(|b| u64::from(b.events)).sum();
-        wait_for("the held lines", || {
-            stats.events_written.get() == 2 + accepted_events
-        });
-        assert!(stats.reason().is_empty());
-        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
-        let expected: Vec<u64> = (2..2 + accepted_events).collect();
-        assert_eq!(numbers(&read(&path)), expected);
+        deliver(&mut s, 2, 4);
+        s.close();
+        assert_eq!(numbers(&read(&path)), vec![2, 3]);
     }
 
     #[test]
     fn a_bad_log_path_fails_at_start_up() {
         let dir = TempDir::new("badpath");
         let path = dir.0.join("missing").join("events.ndjson");
-        let err = start(SinkConfig {
-            outputs: vec![Output::Log],
-            queue_capacity: 4,
-            log: config(LogTarget::File(path.clone())),
-        })
+        let err = LogSink::new(
+            config(LogTarget::File(path.clone())),
+            Arc::new(SinkStats::default()),
+        )
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -1326,41 +839,5 @@ pub(crate) mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(msg.contains("FLUSH_INTERVAL_MS"));
-    }
-
-    #[test]
-    fn pending_cuts_only_at_line_ends() {
-        let mut p = Pending::default();
-        p.push(Batch {
-            bytes: Bytes::from_static(b"aaaa\nbbbb\ncccc\n"),
-            events: 3,
-        });
-        p.push(Batch {
-            bytes: Bytes::from_static(b"dd\n"),
-            events: 1,
-        });
-        let mut c = Chunk::default();
-        assert!(!p.take_fitting(4, &mut c));
-        assert!(c.is_empty());
-        assert!(p.take_fitting(12, &mut c));
-        assert_eq!((c.buf.as_slice(), c.events), (&b"aaaa\nbbbb\n"[..], 2));
-        assert_eq!((p.events, p.bytes), (2, 8));
-        c.clear();
-        assert!(p.take_fitting(100, &mut c));
-        assert_eq!((c.buf.as_slice(), c.events), (&b"cccc\ndd\n"[..], 2));
-        assert!(p.is_empty());
-        assert_eq!((p.events, p.bytes), (0, 0));
-    }
-
-    #[test]
-    fn a_rewound_chunk_restarts_the_cut_line() {
-        let mut c = Chunk::default();
-        c.add(b"one\ntwo\nthree\n", 3);
-        c.off = 6;
-        c.rewind_to_line_start();
-        assert_eq!(c.rest(), b"two\nthree\n");
-        c.off = 2;
-        c.rewind_to_line_start();
-        assert_eq!(c.off, 0);
     }
 }

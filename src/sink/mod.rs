@@ -1,34 +1,41 @@
-//! The sink fan-out: the one door through which encoded events leave a core.
+//! The way out of a core for every event: journal first, then the sinks.
 //!
-//! A core hands a [`Batch`] (whole NDJSON lines) to its [`SinkHandle`], which
-//! offers it, without blocking, to the bounded crossbeam channel of every
-//! enabled sink. Each sink runs on its own named blocking thread, so a slow
-//! disk or a dead database only ever fills a queue: the cores see
-//! [`SubmitError::Full`] and count a drop, they never wait.
+//! Each core owns one [`SinkHandle`] whose bounded crossbeam channel leads
+//! to the journal thread (nothing on the request path is shared between
+//! cores: one channel per core). The journal thread appends what arrives to
+//! the [`journal`] and makes it durable with one `fdatasync` per group
+//! commit; with `ACK_MODE=durable` a collect request's 202 waits for that
+//! fsync through an [`ack`] one-shot (the core awaits, it never blocks).
+//! After the fsync the same bytes go to each enabled sink's thread
+//! ([`runner`]), which hands them to its downstream (the [`log`] file;
+//! Kafka and PostgreSQL plug in at [`runner::Downstream`]) and persists its
+//! checkpoint once the downstream acknowledged. A sink that falls behind
+//! reads the journal files from its checkpoint; segments every sink has
+//! passed are deleted.
 //!
-//! The main thread owns [`Sinks`]: it reads the per-sink [`SinkStats`] for
-//! `/readyz` and `/metrics`, forwards SIGHUP ([`Sinks::reopen`]) and stops the
-//! sinks at shutdown over a separate control channel, because clones of the
-//! handle may still live in the cores and the data channels may never
-//! disconnect. This module is also the seam for the Kafka and PostgreSQL
-//! sinks and the journal that will sit in front of them: the cores only ever
-//! call [`SinkHandle::submit`].
+//! The main thread owns [`Sinks`]: it reads the stats for `/readyz` and
+//! `/metrics`, forwards SIGHUP and stops everything in order at shutdown.
 
+pub mod ack;
+pub mod journal;
 pub mod log;
 pub mod postgres;
+pub mod runner;
 
-use crate::metrics::labels::{Sink, SinkFailure};
-use crate::metrics::sinks::SinkStats;
+use crate::metrics::labels::Sink;
+use crate::metrics::sinks::{JournalStats, SinkStats};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The environment variable that lists the outputs (named in operator messages).
 const OUTPUTS_VAR: &str = "OUTPUTS";
-/// The environment variable that sets the per-sink queue capacity.
+/// The most group commits a sink's channel holds.
+const SINK_QUEUE_MAX: usize = 256;
+/// The environment variable that sets the queue capacities.
 const QUEUE_CAPACITY_VAR: &str = "QUEUE_CAPACITY";
 
 /// One or more whole NDJSON lines (each ending in `\n`), one line per event.
@@ -44,9 +51,9 @@ pub struct Batch {
 pub enum Output {
     /// The NDJSON file (or stdout) sink of [`log`].
     Log,
-    /// Not implemented yet: arrives with the sinks issue.
+    /// The Kafka downstream (`src/sink/kafka.rs`, not merged yet).
     Kafka,
-    /// Not implemented yet: arrives with the sinks issue.
+    /// The PostgreSQL downstream (`src/sink/postgres.rs`, not merged yet).
     Postgres,
 }
 
@@ -95,15 +102,52 @@ impl std::str::FromStr for Output {
     }
 }
 
+/// What a downstream reports for one [`runner::Downstream::deliver`] call
+/// (the contract shared with the Kafka and PostgreSQL downstreams).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Events the downstream now holds because of this call.
+    pub written: u64,
+    /// Events it already had (PostgreSQL ON CONFLICT DO NOTHING skips).
+    pub duplicates: u64,
+    /// Events isolated as poison and written to the dead-letter file instead.
+    pub dead_lettered: u64,
+}
+
+/// When a collect request is answered (`ACK_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckMode {
+    /// After the journal's fsync covering its events.
+    Durable,
+    /// As soon as its events are queued to the journal thread.
+    Queued,
+}
+
 /// What the sinks need from the configuration.
 #[derive(Debug, Clone)]
 pub struct SinkConfig {
-    /// The enabled outputs. Only [`Output::Log`] is implemented so far.
+    /// The enabled outputs.
     pub outputs: Vec<Output>,
-    /// Capacity of each sink's channel, in batches.
+    /// Capacity of each core's channel to the journal, in batches, and of
+    /// each sink's channel from it (at most 256 group commits)
+    /// (`QUEUE_CAPACITY`).
     pub queue_capacity: usize,
     /// Settings of the log sink (used when `outputs` holds [`Output::Log`]).
     pub log: log::LogConfig,
+    /// `DATA_DIR`, `JOURNAL_MAX_MB`.
+    pub journal: journal::JournalConfig,
+    /// `JOURNAL_FSYNC_MS`: the least time between two group commits (0:
+    /// commit whatever is queued at once).
+    pub fsync_interval: Duration,
+    pub ack_mode: AckMode,
+    /// One handle (and channel) per core.
+    pub cores: usize,
+    /// Most events per downstream delivery (`BATCH_SIZE`).
+    pub batch_size: usize,
+    /// When another process holds the `DATA_DIR` lock, serve anyway and
+    /// take the journal over when it exits (a zero-downtime restart);
+    /// otherwise refuse to start.
+    pub wait_for_lock: bool,
 }
 
 /// Why [`start`] refused to start the sinks.
@@ -119,8 +163,15 @@ pub enum SinkError {
     ZeroCapacity,
     /// The log sink's settings or its file.
     Log(log::LogError),
-    /// The operating system refused to start a sink thread.
-    Spawn { sink: Sink, source: std::io::Error },
+    /// The journal cannot be opened (lock, directory, checkpoints).
+    Journal(journal::JournalError),
+    /// A downstream refused its settings (`message` is its operator message).
+    Downstream { output: Output, message: String },
+    /// The operating system refused to start a thread.
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
 }
 
 impl fmt::Display for SinkError {
@@ -128,7 +179,7 @@ impl fmt::Display for SinkError {
         match self {
             SinkError::NotImplemented(o) => write!(
                 f,
-                "{OUTPUTS_VAR} names `{}`, but the Kafka and PostgreSQL sinks arrive with a later release; \
+                "{OUTPUTS_VAR} names `{}`, but this build does not include that sink yet; \
                  remove it from {OUTPUTS_VAR} (only `log` is available in this build)",
                 o.as_str()
             ),
@@ -143,13 +194,16 @@ impl fmt::Display for SinkError {
             ),
             SinkError::ZeroCapacity => write!(
                 f,
-                "{QUEUE_CAPACITY_VAR} is 0; the sink queue needs room for at least 1 batch"
+                "{QUEUE_CAPACITY_VAR} is 0; the queues need room for at least 1 batch"
             ),
             SinkError::Log(e) => e.fmt(f),
-            SinkError::Spawn { sink, source } => write!(
+            SinkError::Journal(e) => e.fmt(f),
+            SinkError::Downstream { output, message } => {
+                write!(f, "the {} sink: {message}", output.as_str())
+            }
+            SinkError::Spawn { name, source } => write!(
                 f,
-                "cannot start the {} sink thread: {source}; check the process and thread limits (ulimit -u)",
-                sink.as_str()
+                "cannot start the {name} thread: {source}; check the process and thread limits (ulimit -u)"
             ),
         }
     }
@@ -159,6 +213,7 @@ impl std::error::Error for SinkError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SinkError::Log(e) => Some(e),
+            SinkError::Journal(e) => Some(e),
             SinkError::Spawn { source, .. } => Some(source),
             _ => None,
         }
@@ -171,207 +226,147 @@ impl From<log::LogError> for SinkError {
     }
 }
 
-/// Why [`SinkHandle::submit`] did not take a batch. The caller counts the
-/// batch's events as dropped.
+impl From<journal::JournalError> for SinkError {
+    fn from(e: journal::JournalError) -> Self {
+        SinkError::Journal(e)
+    }
+}
+
+/// Why a batch was not taken (or, in durable mode, not made durable). The
+/// caller counts the batch's events as dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubmitError {
-    /// Some enabled sink's queue is full; nothing was sent to any sink.
+    /// This core's channel to the journal is full.
     Full,
-    /// The sinks are shutting down (or gone); nothing was sent.
+    /// The journal holds `JOURNAL_MAX_MB`.
+    JournalFull,
+    /// An fsync of the journal failed: nothing is acknowledged any more.
+    Failed,
+    /// The journal is shutting down (or gone).
     Closed,
 }
 
 impl fmt::Display for SubmitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SubmitError::Full => f.write_str("a sink queue is full"),
-            SubmitError::Closed => f.write_str("the sinks are shutting down"),
-        }
+        f.write_str(match self {
+            SubmitError::Full => "the journal queue is full",
+            SubmitError::JournalFull => "the journal is full (JOURNAL_MAX_MB)",
+            SubmitError::Failed => "the journal failed and acknowledges nothing",
+            SubmitError::Closed => "the journal is shutting down",
+        })
     }
 }
 
 impl std::error::Error for SubmitError {}
 
-/// Closes the door at shutdown. One word: the high bit says "closed", the
-/// rest counts submits in progress, so shutdown can wait until no core is
-/// between its check and its send before it tells the sinks to drain.
-#[derive(Debug, Default)]
-struct Gate(AtomicUsize);
-
-const GATE_CLOSED: usize = 1 << (usize::BITS - 1);
-
-impl Gate {
-    fn enter(&self) -> Option<GatePass<'_>> {
-        let prev = self.0.fetch_add(1, Ordering::AcqRel);
-        let pass = GatePass(self);
-        if prev & GATE_CLOSED != 0 {
-            return None; // `pass` is dropped: the count goes back down.
-        }
-        Some(pass)
-    }
-
-    fn close(&self) {
-        self.0.fetch_or(GATE_CLOSED, Ordering::AcqRel);
-    }
-
-    fn in_flight(&self) -> usize {
-        self.0.load(Ordering::Acquire) & !GATE_CLOSED
-    }
-}
-
-struct GatePass<'a>(&'a Gate);
-
-impl Drop for GatePass<'_> {
-    fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// One sink's end of the fan-out.
+/// One batch on its way to the journal thread.
 #[derive(Debug)]
-struct Lane {
-    sink: Sink,
-    tx: Sender<Batch>,
-    capacity: usize,
-    stats: Arc<SinkStats>,
+pub struct Entry {
+    pub batch: Batch,
+    /// Completed after the fsync covering the batch (durable collect only).
+    pub ack: Option<ack::AckSender>,
+    /// When the core queued it (for `journal_ack_wait_seconds`).
+    pub queued: Instant,
 }
 
+/// One core's door to the journal. Not shared: each core gets its own.
 #[derive(Debug)]
-struct Fanout {
-    gate: Gate,
-    lanes: Vec<Lane>,
-}
-
-/// The cores' handle on the sinks. Cheap to clone (one `Arc`).
-#[derive(Debug, Clone)]
 pub struct SinkHandle {
-    inner: Arc<Fanout>,
+    tx: Sender<Entry>,
+    capacity: usize,
+    journal: Arc<JournalStats>,
+    ack_mode: AckMode,
 }
 
 impl SinkHandle {
-    /// Offers `batch` to every enabled sink without blocking. All or nothing:
-    /// when any sink's queue is full nothing is sent and [`SubmitError::Full`]
-    /// is returned. If a queue fills between that check and the send (another
-    /// core raced us) while other sinks took the batch, the batch is counted
-    /// as a `rejected` failure on the sink that missed it.
-    pub fn submit(&self, batch: Batch) -> Result<(), SubmitError> {
-        let Some(_pass) = self.inner.gate.enter() else {
-            return Err(SubmitError::Closed);
-        };
-        let lanes = &self.inner.lanes;
-        if self.is_full() {
-            return Err(SubmitError::Full);
+    /// Refusals known before queueing: the journal is full or failed.
+    fn precheck(&self) -> Result<(), SubmitError> {
+        if self.journal.is_failed() {
+            return Err(SubmitError::Failed);
         }
-        let mut accepted = 0usize;
-        let mut missed_full = 0u32; // bit i: lane i was full
-        let mut missed_closed = 0u32; // bit i: lane i is gone
-        let last = lanes.len().saturating_sub(1);
-        let mut batch = Some(batch);
-        for (i, lane) in lanes.iter().enumerate() {
-            let b = if i == last {
-                batch.take()
-            } else {
-                batch.clone()
-            };
-            let Some(b) = b else { break };
-            match lane.tx.try_send(b) {
-                Ok(()) => accepted += 1,
-                Err(TrySendError::Full(_)) => missed_full |= 1 << i,
-                Err(TrySendError::Disconnected(_)) => missed_closed |= 1 << i,
-            }
-        }
-        if accepted == 0 {
-            return Err(if missed_full != 0 {
-                SubmitError::Full
-            } else {
-                SubmitError::Closed
-            });
-        }
-        for (i, lane) in lanes.iter().enumerate() {
-            if (missed_full | missed_closed) & (1 << i) != 0 {
-                // Shared writers: the core threads, never the sink thread
-                // (which does not count `rejected`).
-                lane.stats.failures[SinkFailure::Rejected.index()].add_shared(1);
-            }
+        if self.journal.is_full() {
+            return Err(SubmitError::JournalFull);
         }
         Ok(())
     }
 
-    /// Whether a submit would be refused right now because some sink's queue
-    /// is full (`/readyz` reports it: events cannot be accepted at all).
+    fn send(&self, entry: Entry) -> Result<(), SubmitError> {
+        match self.tx.try_send(entry) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
+            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Closed),
+        }
+    }
+
+    /// Queues `batch` without waiting for anything (pixel, server events,
+    /// and collect under `ACK_MODE=queued`).
+    pub fn submit(&self, batch: Batch) -> Result<(), SubmitError> {
+        self.precheck()?;
+        self.send(Entry {
+            batch,
+            ack: None,
+            queued: Instant::now(),
+        })
+    }
+
+    /// Queues a collect batch. Under `ACK_MODE=durable` returns the wait
+    /// for the fsync that covers it; under `queued`, `None`.
+    pub fn submit_collect(&self, batch: Batch) -> Result<Option<ack::AckWait>, SubmitError> {
+        if self.ack_mode == AckMode::Queued {
+            return self.submit(batch).map(|()| None);
+        }
+        self.precheck()?;
+        let (tx, wait) = ack::pair();
+        self.send(Entry {
+            batch,
+            ack: Some(tx),
+            queued: Instant::now(),
+        })?;
+        Ok(Some(wait))
+    }
+
+    /// Whether events are refused right now (journal full or failed, or
+    /// this core's queue full): `/readyz` reports it.
     pub fn is_full(&self) -> bool {
-        self.inner.lanes.iter().any(|l| l.tx.len() >= l.capacity)
+        self.journal.is_full() || self.journal.is_failed() || self.tx.len() >= self.capacity
     }
 
-    /// A handle backed by one in-memory channel and no sink thread, for tests
-    /// and benchmarks of the code that submits. The lane is labelled `log`;
-    /// dropping the receiver makes `submit` return [`SubmitError::Closed`].
-    pub fn in_memory(capacity: usize) -> (SinkHandle, Receiver<Batch>) {
-        let (handle, mut ends) = fanout(&[Sink::Log], capacity.max(1));
-        let rx = match ends.pop() {
-            Some(end) => end.rx,
-            // `fanout` returns one end per label; an empty list cannot happen,
-            // but a disconnected receiver is a safe answer if it ever did.
-            None => crossbeam_channel::bounded(1).1,
-        };
-        (handle, rx)
+    /// The journal's state (for `/readyz`).
+    pub fn journal(&self) -> &JournalStats {
+        &self.journal
     }
-
-    fn close(&self) {
-        self.inner.gate.close();
-    }
-}
-
-/// The receiving end of one lane, before its thread is started.
-struct LaneEnd {
-    rx: Receiver<Batch>,
-    stats: Arc<SinkStats>,
-}
-
-/// Builds the channels of the fan-out without starting any thread.
-fn fanout(sinks: &[Sink], capacity: usize) -> (SinkHandle, Vec<LaneEnd>) {
-    let mut lanes = Vec::with_capacity(sinks.len());
-    let mut ends = Vec::with_capacity(sinks.len());
-    for &sink in sinks {
-        let (tx, rx) = crossbeam_channel::bounded(capacity);
-        let stats = Arc::new(SinkStats::default());
-        lanes.push(Lane {
-            sink,
-            tx,
-            capacity,
-            stats: Arc::clone(&stats),
-        });
-        ends.push(LaneEnd { rx, stats });
-    }
-    let inner = Arc::new(Fanout {
-        gate: Gate::default(),
-        lanes,
-    });
-    (SinkHandle { inner }, ends)
 }
 
 /// Orders from the main thread to a sink thread.
 #[derive(Debug)]
-enum Control {
+pub enum Control {
     /// SIGHUP: close and reopen the output (log sink: its file).
     Reopen,
-    /// Drain the queue, flush, sync and return by `stop_by`.
+    /// Deliver what the journal holds until `stop_by`, then stop.
     Stop { stop_by: Instant },
 }
 
-/// What a sink thread buffers but has not written yet, published for the
-/// shutdown report in case the thread does not finish in time.
+/// State a sink thread publishes for the journal thread and the main thread.
 #[derive(Debug, Default)]
-struct Backlog {
-    events: AtomicU64,
-    bytes: AtomicU64,
+pub struct SinkShared {
+    /// The last checkpoint persisted (offset), for deleting passed segments.
+    pub checkpoint: AtomicU64,
+    /// Its event sequence number.
+    pub checkpoint_seq: AtomicU64,
 }
 
-impl Backlog {
-    fn set(&self, events: u64, bytes: u64) {
-        self.events.store(events, Ordering::Relaxed);
-        self.bytes.store(bytes, Ordering::Relaxed);
-    }
+/// What the journal thread publishes for the sink threads.
+#[derive(Debug, Default)]
+pub struct JournalShared {
+    /// The durable end (logical offset).
+    pub end: AtomicU64,
+    /// The sequence number the next durable event will get.
+    pub next_seq: AtomicU64,
+    /// Set when the journal thread has exited (everything is committed).
+    pub closed: std::sync::atomic::AtomicBool,
+    /// Set at shutdown: a journal thread still waiting for the `DATA_DIR`
+    /// lock stops waiting.
+    pub give_up: std::sync::atomic::AtomicBool,
 }
 
 /// How one sink thread ended.
@@ -380,67 +375,52 @@ pub struct SinkShutdown {
     pub sink: Sink,
     /// The thread finished and was joined before the deadline.
     pub joined: bool,
-    /// Events accepted from the cores but not written (buffered in the sink,
-    /// plus those still queued if the thread did not finish).
-    pub unwritten_events: u64,
-    /// Bytes of the events in `unwritten_events` that are known; batches
-    /// still queued in an unfinished thread's channel are in `queued_batches`.
-    pub unwritten_bytes: u64,
-    /// Batches left in the channel (only when the thread did not finish).
-    pub queued_batches: usize,
-    /// Why the sink could not finish cleanly (the operator's message).
+    /// Journaled events it had not had acknowledged: they stay in the
+    /// journal and are delivered after the next start.
+    pub left_events: u64,
+    /// Why the sink could not finish (the operator's message).
     pub error: Option<String>,
 }
 
-impl SinkShutdown {
-    /// Everything was written and the thread was joined.
-    pub fn is_clean(&self) -> bool {
-        self.joined
-            && self.unwritten_events == 0
-            && self.unwritten_bytes == 0
-            && self.queued_batches == 0
-            && self.error.is_none()
-    }
-}
-
-/// What [`Sinks::shutdown`] could and could not do, one entry per sink.
+/// What [`Sinks::shutdown`] could and could not do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownReport {
+    /// The journal thread committed everything and stopped.
+    pub journal_clean: bool,
     pub sinks: Vec<SinkShutdown>,
 }
 
 impl ShutdownReport {
-    /// Every sink wrote everything and was joined.
+    /// The journal closed cleanly and every sink delivered everything.
     pub fn is_clean(&self) -> bool {
-        self.sinks.iter().all(SinkShutdown::is_clean)
+        self.journal_clean
+            && self
+                .sinks
+                .iter()
+                .all(|s| s.joined && s.left_events == 0 && s.error.is_none())
     }
 }
 
 impl fmt::Display for ShutdownReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
+        if self.journal_clean {
+            f.write_str("journal: committed and closed")?;
+        } else {
+            f.write_str("journal: did not close cleanly")?;
+        }
         for s in &self.sinks {
-            if !first {
-                f.write_str("; ")?;
+            write!(f, "; {} sink: ", s.sink.as_str())?;
+            if !s.joined {
+                f.write_str("did not stop before the deadline, ")?;
             }
-            first = false;
-            write!(f, "{} sink: ", s.sink.as_str())?;
-            if s.is_clean() {
-                f.write_str("stopped, everything written")?;
-                continue;
-            }
-            if s.joined {
-                f.write_str("stopped")?;
+            if s.left_events == 0 {
+                f.write_str("everything delivered")?;
             } else {
-                f.write_str("did not stop before the deadline")?;
-            }
-            write!(
-                f,
-                ", {} events ({} bytes) not written",
-                s.unwritten_events, s.unwritten_bytes
-            )?;
-            if s.queued_batches > 0 {
-                write!(f, ", {} batches still queued", s.queued_batches)?;
+                write!(
+                    f,
+                    "{} events left in the journal for the next start",
+                    s.left_events
+                )?;
             }
             if let Some(e) = &s.error {
                 write!(f, ", last error: {e}")?;
@@ -450,36 +430,31 @@ impl fmt::Display for ShutdownReport {
     }
 }
 
-/// What a sink thread sends back when it stops.
-#[derive(Debug)]
-struct Finished {
-    unwritten_events: u64,
-    unwritten_bytes: u64,
-    error: Option<String>,
-}
-
 /// One running sink thread, as the main thread sees it.
 #[derive(Debug)]
 struct Worker {
     sink: Sink,
     stats: Arc<SinkStats>,
     ctrl: Sender<Control>,
-    done: Receiver<Finished>,
-    backlog: Arc<Backlog>,
-    thread: JoinHandle<()>,
 }
 
-/// The running sinks, owned by the main thread.
+/// The sink threads once started (at once, or when the `DATA_DIR` lock is
+/// free), and a descriptor of the lock that keeps it held until the sinks
+/// have stopped.
+#[derive(Debug, Default)]
+struct Launched {
+    threads: Vec<(Sink, JoinHandle<runner::Finished>)>,
+    lock: Option<std::fs::File>,
+}
+
+/// The running journal and sinks, owned by the main thread.
 #[derive(Debug)]
 pub struct Sinks {
-    handle: SinkHandle,
+    journal_stats: Arc<JournalStats>,
+    journal_shared: Arc<JournalShared>,
+    journal_thread: Option<JoinHandle<()>>,
     workers: Vec<Worker>,
-}
-
-/// How long before the caller's deadline a sink thread stops retrying, so
-/// that it can report and be joined in time.
-fn stop_margin(deadline: Duration) -> Duration {
-    (deadline / 10).min(Duration::from_millis(250))
+    launched: Arc<Mutex<Launched>>,
 }
 
 impl Sinks {
@@ -491,75 +466,244 @@ impl Sinks {
             .collect()
     }
 
-    /// SIGHUP: the log sink flushes, closes and reopens its file (after
-    /// logrotate moved it away).
+    /// The journal's counters.
+    pub fn journal_stats(&self) -> Arc<JournalStats> {
+        Arc::clone(&self.journal_stats)
+    }
+
+    /// SIGHUP: the log sink closes and reopens its file.
     pub fn reopen(&self) {
         for w in &self.workers {
-            // Fails only if the thread is gone, and then there is nothing to reopen.
             let _ = w.ctrl.send(Control::Reopen);
         }
     }
 
-    /// Closes the door (every core's `submit` returns `Closed` from now on),
-    /// lets each sink drain its queue, flush and sync, and joins the threads.
-    /// Returns within `deadline` (plus the time of a write stuck in the
-    /// kernel), reporting what could not be written.
-    pub fn shutdown(self, deadline: Duration) -> ShutdownReport {
-        let started = Instant::now();
-        let until = started + deadline;
-        self.handle.close();
-        // A core may be between its check of the gate and its send; it does
-        // not block, so this wait is short.
-        while self.handle.inner.gate.in_flight() > 0 && Instant::now() < until {
-            std::thread::yield_now();
-        }
-        let stop_by = until.checked_sub(stop_margin(deadline)).unwrap_or(started);
+    /// Call after every [`SinkHandle`] is dropped (the cores have stopped):
+    /// the journal thread commits what is queued and exits; then each sink
+    /// delivers what the journal holds until `deadline`. What is left stays
+    /// in the journal for the next start.
+    pub fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        let until = Instant::now() + deadline;
+        let journal_clean = match self.journal_thread.take() {
+            Some(t) => {
+                while !t.is_finished() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                // Still waiting for the DATA_DIR lock: give up.
+                self.journal_shared.give_up.store(true, Ordering::Release);
+                let grace = Instant::now() + Duration::from_millis(500);
+                while !t.is_finished() && Instant::now() < grace {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                t.is_finished() && t.join().is_ok() && !self.journal_stats.is_waiting()
+            }
+            None => true,
+        };
+        let stop_by = until
+            .checked_sub((deadline / 10).min(Duration::from_millis(250)))
+            .unwrap_or(until);
         for w in &self.workers {
             let _ = w.ctrl.send(Control::Stop { stop_by });
         }
+        let mut launched = match self.launched.lock() {
+            Ok(mut l) => std::mem::take(&mut *l),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        };
         let mut sinks = Vec::with_capacity(self.workers.len());
-        for w in self.workers {
-            let lane_len = self
-                .handle
-                .inner
-                .lanes
-                .iter()
-                .find(|l| l.sink == w.sink)
-                .map_or(0, |l| l.tx.len());
-            match w.done.recv_deadline(until) {
-                Ok(fin) => {
-                    let joined = w.thread.join().is_ok();
-                    sinks.push(SinkShutdown {
+        for w in self.workers.drain(..) {
+            let next = self.journal_shared.next_seq.load(Ordering::Acquire);
+            let Some(i) = launched.threads.iter().position(|(s, _)| *s == w.sink) else {
+                sinks.push(SinkShutdown {
+                    sink: w.sink,
+                    joined: false,
+                    left_events: 0,
+                    error: Some(
+                        "never started: the DATA_DIR lock stayed held by another process".into(),
+                    ),
+                });
+                continue;
+            };
+            let (_, thread) = launched.threads.swap_remove(i);
+            while !thread.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if thread.is_finished() {
+                match thread.join() {
+                    Ok(fin) => sinks.push(SinkShutdown {
                         sink: w.sink,
-                        joined,
-                        unwritten_events: fin.unwritten_events,
-                        unwritten_bytes: fin.unwritten_bytes,
-                        queued_batches: 0,
+                        joined: true,
+                        left_events: next.saturating_sub(fin.checkpoint_seq),
                         error: fin.error,
-                    });
-                }
-                Err(_) => {
-                    // Still running (stuck in a system call) or it died: do
-                    // not wait any longer; the thread is left detached.
-                    let joined = w.thread.is_finished() && w.thread.join().is_ok();
-                    sinks.push(SinkShutdown {
+                    }),
+                    Err(_) => sinks.push(SinkShutdown {
                         sink: w.sink,
-                        joined,
-                        unwritten_events: w.backlog.events.load(Ordering::Relaxed),
-                        unwritten_bytes: w.backlog.bytes.load(Ordering::Relaxed),
-                        queued_batches: lane_len,
-                        error: Some(w.stats.reason()).filter(|r| !r.is_empty()),
-                    });
+                        joined: false,
+                        left_events: w.stats.lag_events.get().max(0) as u64,
+                        error: Some("the sink thread panicked".into()),
+                    }),
                 }
+            } else {
+                sinks.push(SinkShutdown {
+                    sink: w.sink,
+                    joined: false,
+                    left_events: w.stats.lag_events.get().max(0) as u64,
+                    error: Some(w.stats.reason()).filter(|r| !r.is_empty()),
+                });
             }
         }
-        ShutdownReport { sinks }
+        // Only now may another process take the journal.
+        drop(launched.lock.take());
+        ShutdownReport {
+            journal_clean,
+            sinks,
+        }
     }
 }
 
+/// A sink prepared before the journal is open.
+struct SinkPlan {
+    sink: Sink,
+    downstream: runner::Downstream,
+    stats: Arc<SinkStats>,
+    shared: Arc<SinkShared>,
+    data: Receiver<runner::Delivery>,
+    ctrl: Receiver<Control>,
+}
+
+/// Everything the journal thread and the sink threads need, prepared
+/// before the journal is open (the open may wait for the `DATA_DIR` lock).
+struct Bring {
+    plans: Vec<SinkPlan>,
+    lanes: Vec<runner::Lane>,
+    inputs: Vec<Receiver<Entry>>,
+    journal_stats: Arc<JournalStats>,
+    journal_shared: Arc<JournalShared>,
+    journal_cfg: journal::JournalConfig,
+    batch_size: usize,
+    gather: Duration,
+    launched: Arc<Mutex<Launched>>,
+}
+
+impl Bring {
+    /// Starts the sink threads on the open `journal`; returns the journal
+    /// thread's work.
+    fn launch(self, journal: journal::Journal) -> Result<runner::JournalThread, SinkError> {
+        self.journal_shared
+            .end
+            .store(journal.end(), Ordering::Release);
+        self.journal_shared
+            .next_seq
+            .store(journal.next_seq(), Ordering::Release);
+        let cp_dir = self.journal_cfg.checkpoint_dir();
+        let mut started = Vec::with_capacity(self.plans.len());
+        for plan in self.plans {
+            let sink = plan.sink;
+            let checkpoint =
+                journal::read_checkpoint(&cp_dir, sink.as_str())?.unwrap_or(journal::Checkpoint {
+                    offset: journal.start(),
+                    seq: 0,
+                });
+            plan.shared
+                .checkpoint
+                .store(checkpoint.offset, Ordering::Release);
+            plan.shared
+                .checkpoint_seq
+                .store(checkpoint.seq, Ordering::Release);
+            let ctx = runner::SinkThread {
+                sink,
+                downstream: plan.downstream,
+                stats: plan.stats,
+                shared: plan.shared,
+                journal: Arc::clone(&self.journal_shared),
+                journal_dir: self.journal_cfg.journal_dir(),
+                checkpoint_dir: cp_dir.clone(),
+                checkpoint,
+                persisted: checkpoint,
+                persisted_at: Instant::now(),
+                batch_size: self.batch_size,
+                data: plan.data,
+                ctrl: plan.ctrl,
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("sink-{}", sink.as_str()))
+                .spawn(move || ctx.run())
+                .map_err(|source| SinkError::Spawn {
+                    name: format!("sink-{}", sink.as_str()),
+                    source,
+                })?;
+            started.push((sink, thread));
+        }
+        let lock = journal.lock_clone();
+        if let Ok(mut l) = self.launched.lock() {
+            l.threads = started;
+            l.lock = lock;
+        }
+        Ok(runner::JournalThread {
+            journal,
+            inputs: self.inputs,
+            lanes: self.lanes,
+            stats: self.journal_stats,
+            shared: self.journal_shared,
+            gather: self.gather,
+        })
+    }
+
+    /// The journal thread of a process started while another one held the
+    /// `DATA_DIR` lock (a zero-downtime restart): the cores already queue
+    /// events; take the lock as soon as the other process lets go of it.
+    fn wait_then_run(self) {
+        let cfg = self.journal_cfg.clone();
+        loop {
+            if self.journal_shared.give_up.load(Ordering::Acquire) {
+                crate::error!(
+                    "stopping without ever taking the DATA_DIR lock: the events queued meanwhile \
+                     were not journaled",
+                    data_dir = cfg.data_dir.display()
+                );
+                return;
+            }
+            std::thread::sleep(LOCK_RETRY);
+            match journal::Journal::open(&cfg) {
+                Ok((j, report)) => {
+                    for w in &report.warnings {
+                        crate::warn!("journal", detail = w);
+                    }
+                    let stats = Arc::clone(&self.journal_stats);
+                    match self.launch(j) {
+                        Ok(jt) => {
+                            stats.waiting.store(false, Ordering::Relaxed);
+                            crate::info!("DATA_DIR lock taken: events are journaled");
+                            jt.run();
+                        }
+                        Err(e) => {
+                            crate::error!("cannot start the sinks", error = e);
+                            stats.set_failed(e.to_string());
+                            stats.waiting.store(false, Ordering::Relaxed);
+                        }
+                    }
+                    return;
+                }
+                Err(journal::JournalError::Locked { .. }) => {}
+                Err(e) => {
+                    crate::error!("cannot open the journal", error = e);
+                    self.journal_stats.set_failed(e.to_string());
+                    self.journal_stats.waiting.store(false, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How often a process started beside another one tries the lock.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
+
 /// Checks the configuration, opens the outputs (so a bad `LOG_PATH` fails
-/// here, at start-up) and starts one named thread per sink.
-pub fn start(cfg: SinkConfig) -> Result<(SinkHandle, Sinks), SinkError> {
+/// here, at start-up) and the journal, and starts the journal thread and one
+/// thread per sink. Returns one handle per core. When another process holds
+/// the `DATA_DIR` lock, either refuses, or (with `wait_for_lock`) returns at
+/// once and takes the journal over when that process exits.
+pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
     if cfg.outputs.is_empty() {
         return Err(SinkError::NoOutputs);
     }
@@ -567,149 +711,342 @@ pub fn start(cfg: SinkConfig) -> Result<(SinkHandle, Sinks), SinkError> {
         if cfg.outputs[..i].contains(o) {
             return Err(SinkError::Duplicate(*o));
         }
-        if *o != Output::Log {
-            return Err(SinkError::NotImplemented(*o));
-        }
     }
     if cfg.queue_capacity == 0 {
         return Err(SinkError::ZeroCapacity);
     }
     cfg.log.validate()?;
 
-    let labels: Vec<Sink> = cfg.outputs.iter().map(|o| o.label()).collect();
-    let (handle, ends) = fanout(&labels, cfg.queue_capacity);
-    let mut workers = Vec::with_capacity(ends.len());
-    for (output, end) in cfg.outputs.iter().zip(ends) {
-        let worker = match output {
-            Output::Log => {
-                let backlog = Arc::new(Backlog::default());
-                log::LogSink::open(
-                    cfg.log.clone(),
-                    Arc::clone(&end.stats),
-                    Arc::clone(&backlog),
-                )
-                .map_err(SinkError::from)
-                .and_then(|sink| {
-                    spawn(Sink::Log, end, backlog, move |data, ctrl| {
-                        sink.run(data, ctrl)
-                    })
-                })
-            }
-            Output::Kafka | Output::Postgres => Err(SinkError::NotImplemented(*output)),
-        };
-        match worker {
-            Ok(w) => workers.push(w),
-            Err(e) => {
-                // Stop what already runs before reporting the error.
-                Sinks { handle, workers }.shutdown(Duration::from_secs(5));
-                return Err(e);
-            }
-        }
+    // The downstreams first: an output this build lacks, or a bad
+    // `LOG_PATH`, is refused before the journal is touched.
+    let mut downstreams = Vec::with_capacity(cfg.outputs.len());
+    for output in &cfg.outputs {
+        let stats = Arc::new(SinkStats::default());
+        let d = runner::Downstream::build(*output, &cfg, Arc::clone(&stats))?;
+        downstreams.push((output.label(), d, stats));
     }
-    let sinks = Sinks {
-        handle: handle.clone(),
-        workers,
+    let journal_stats = Arc::new(JournalStats::default());
+    let journal_shared = Arc::new(JournalShared::default());
+    let mut plans = Vec::with_capacity(downstreams.len());
+    let mut lanes = Vec::with_capacity(downstreams.len());
+    let mut workers = Vec::with_capacity(downstreams.len());
+    for (sink, downstream, stats) in downstreams {
+        let shared = Arc::new(SinkShared::default());
+        // Small: a sink that cannot keep up reads the journal files
+        // instead of holding group commits in memory.
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity.min(SINK_QUEUE_MAX));
+        let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
+        lanes.push(runner::Lane {
+            tx,
+            shared: Arc::clone(&shared),
+        });
+        workers.push(Worker {
+            sink,
+            stats: Arc::clone(&stats),
+            ctrl: ctrl_tx,
+        });
+        plans.push(SinkPlan {
+            sink,
+            downstream,
+            stats,
+            shared,
+            data: rx,
+            ctrl: ctrl_rx,
+        });
+    }
+    // One channel per core to the journal thread.
+    let mut handles = Vec::with_capacity(cfg.cores.max(1));
+    let mut inputs = Vec::with_capacity(cfg.cores.max(1));
+    for _ in 0..cfg.cores.max(1) {
+        let (tx, rx) = crossbeam_channel::bounded(cfg.queue_capacity);
+        handles.push(SinkHandle {
+            tx,
+            capacity: cfg.queue_capacity,
+            journal: Arc::clone(&journal_stats),
+            ack_mode: cfg.ack_mode,
+        });
+        inputs.push(rx);
+    }
+    let launched = Arc::new(Mutex::new(Launched::default()));
+    let bring = Bring {
+        plans,
+        lanes,
+        inputs,
+        journal_stats: Arc::clone(&journal_stats),
+        journal_shared: Arc::clone(&journal_shared),
+        journal_cfg: cfg.journal.clone(),
+        batch_size: cfg.batch_size.max(1),
+        gather: cfg.fsync_interval,
+        launched: Arc::clone(&launched),
     };
-    Ok((handle, sinks))
-}
-
-/// Starts the thread `sink-<name>` running `body` on the lane's receiver.
-fn spawn<F>(sink: Sink, end: LaneEnd, backlog: Arc<Backlog>, body: F) -> Result<Worker, SinkError>
-where
-    F: FnOnce(Receiver<Batch>, Receiver<Control>) -> Finished + Send + 'static,
-{
-    let (ctrl_tx, ctrl_rx) = crossbeam_channel::unbounded();
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let stats = Arc::clone(&end.stats);
-    let rx = end.rx;
-    let thread = std::thread::Builder::new()
-        .name(format!("sink-{}", sink.as_str()))
-        .spawn(move || {
-            let fin = body(rx, ctrl_rx);
-            let _ = done_tx.send(fin);
-        })
-        .map_err(|source| SinkError::Spawn { sink, source })?;
-    Ok(Worker {
-        sink,
-        stats,
-        ctrl: ctrl_tx,
-        done: done_rx,
-        backlog,
-        thread,
-    })
+    let body: Box<dyn FnOnce() + Send> = match journal::Journal::open(&cfg.journal) {
+        Ok((journal, report)) => {
+            for w in &report.warnings {
+                crate::warn!("journal", detail = w);
+            }
+            let jt = bring.launch(journal)?;
+            Box::new(move || jt.run())
+        }
+        Err(journal::JournalError::Locked { dir }) if cfg.wait_for_lock => {
+            crate::warn!(
+                "DATA_DIR is locked by another trackgate process: requests are served and their \
+                 events queued until it exits and this process takes the journal over",
+                data_dir = dir.display()
+            );
+            journal_stats.waiting.store(true, Ordering::Relaxed);
+            Box::new(move || bring.wait_then_run())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let journal_thread = std::thread::Builder::new()
+        .name("journal".into())
+        .spawn(body)
+        .map_err(|source| SinkError::Spawn {
+            name: "journal".into(),
+            source,
+        })?;
+    Ok((
+        handles,
+        Sinks {
+            journal_stats,
+            journal_shared,
+            journal_thread: Some(journal_thread),
+            workers,
+            launched,
+        },
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::sinks::SinkHealth;
     use bytes::Bytes;
+    use std::fs;
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::AtomicUsize;
 
-    fn batch(s: &'static str) -> Batch {
+    struct Tmp(PathBuf);
+    impl Tmp {
+        fn new(tag: &str) -> Tmp {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "trackgate-sinks-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(p.join("out")).unwrap();
+            Tmp(p)
+        }
+        fn log(&self) -> PathBuf {
+            self.0.join("out").join("events.ndjson")
+        }
+    }
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn config(t: &Tmp, max_bytes: u64, capacity: usize) -> SinkConfig {
+        SinkConfig {
+            outputs: vec![Output::Log],
+            queue_capacity: capacity,
+            log: log::tests::config(log::LogTarget::File(t.log())),
+            journal: journal::JournalConfig {
+                data_dir: t.0.join("data"),
+                max_bytes,
+                segment_bytes: 400,
+            },
+            fsync_interval: Duration::from_millis(1),
+            ack_mode: AckMode::Durable,
+            cores: 2,
+            batch_size: 8,
+            wait_for_lock: false,
+        }
+    }
+
+    fn batch(from: usize, to: usize) -> Batch {
+        let text: String = (from..to).map(|i| format!("{{\"n\":{i}}}\n")).collect();
         Batch {
-            bytes: Bytes::from_static(s.as_bytes()),
-            events: s.matches('\n').count() as u32,
+            bytes: Bytes::from(text),
+            events: (to - from) as u32,
         }
     }
 
-    #[test]
-    fn submit_is_all_or_nothing_across_sinks() {
-        let (h, ends) = fanout(&[Sink::Log, Sink::Kafka], 2);
-        assert_eq!(h.submit(batch("{\"a\":1}\n")), Ok(()));
-        assert_eq!(h.submit(batch("{\"a\":2}\n")), Ok(()));
-        assert_eq!(h.submit(batch("{\"a\":3}\n")), Err(SubmitError::Full));
-        // Only the first sink makes room: still full as a whole, and the
-        // first sink must not receive the refused batch.
-        assert_eq!(
-            ends[0].rx.try_recv().map(|b| b.bytes),
-            Ok(Bytes::from_static(b"{\"a\":1}\n"))
-        );
-        assert_eq!(h.submit(batch("{\"a\":4}\n")), Err(SubmitError::Full));
-        assert_eq!(ends[0].rx.len(), 1);
-        assert_eq!(ends[1].rx.len(), 2);
-        assert!(ends[1].rx.try_recv().is_ok());
-        assert_eq!(h.submit(batch("{\"a\":5}\n")), Ok(()));
-        let got: Vec<Bytes> = ends[0].rx.try_iter().map(|b| b.bytes).collect();
-        assert_eq!(
-            got,
-            vec![
-                Bytes::from_static(b"{\"a\":2}\n"),
-                Bytes::from_static(b"{\"a\":5}\n")
-            ]
-        );
-        for e in &ends {
-            assert_eq!(e.stats.failures[SinkFailure::Rejected.index()].get(), 0);
+    fn numbers(p: &Path) -> Vec<u64> {
+        fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("{\"n\":")?.strip_suffix('}')?.parse().ok())
+            .collect()
+    }
+
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    #[test]
-    fn in_memory_handle_reports_full_then_closed() {
-        let (h, rx) = SinkHandle::in_memory(1);
-        let h2 = h.clone();
-        assert_eq!(h.submit(batch("x\n")), Ok(()));
-        assert_eq!(h2.submit(batch("y\n")), Err(SubmitError::Full));
-        assert_eq!(rx.recv().map(|b| b.events), Ok(1));
-        drop(rx);
-        assert_eq!(h.submit(batch("z\n")), Err(SubmitError::Closed));
+    fn log_stats(s: &Sinks) -> Arc<SinkStats> {
+        Arc::clone(&s.stats()[0].1)
     }
 
     #[test]
-    fn closed_gate_refuses_and_counts_nothing_in_flight() {
-        let (h, ends) = fanout(&[Sink::Log], 4);
-        h.close();
-        assert_eq!(h.submit(batch("x\n")), Err(SubmitError::Closed));
-        assert_eq!(h.inner.gate.in_flight(), 0);
-        assert!(ends[0].rx.is_empty());
+    fn events_from_every_core_reach_the_log_and_the_checkpoint() {
+        let t = Tmp::new("basic");
+        let (handles, sinks) = start(config(&t, 1 << 20, 64)).unwrap();
+        assert_eq!(handles.len(), 2);
+        for i in 0..20 {
+            handles[i % 2].submit(batch(i * 3, i * 3 + 3)).unwrap();
+        }
+        drop(handles);
+        let report = sinks.shutdown(Duration::from_secs(10));
+        assert!(report.is_clean(), "{report}");
+        let mut got = numbers(&t.log());
+        got.sort_unstable();
+        assert_eq!(got, (0..60).collect::<Vec<u64>>());
+        let cp = journal::read_checkpoint(&t.0.join("data/checkpoints"), "log")
+            .unwrap()
+            .unwrap();
+        assert_eq!(cp.seq, 60);
+    }
+
+    #[test]
+    fn a_durable_ack_resolves_after_the_fsync() {
+        let t = Tmp::new("ack");
+        let cfg = config(&t, 1 << 20, 64);
+        let jdir = cfg.journal.journal_dir();
+        let (handles, sinks) = start(cfg).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        let r = rt.block_on(async {
+            let wait = handles[0].submit_collect(batch(0, 4)).unwrap();
+            match wait {
+                Some(w) => w.await,
+                None => Err(ack::AckError::Closed),
+            }
+        });
+        assert_eq!(r, Ok(()));
+        // Acknowledged means in the journal, whatever the sinks did.
+        let mut out = Vec::new();
+        journal::Reader::new(jdir)
+            .read(0, u64::MAX, 100, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].payload, b"{\"n\":0}");
+        drop(handles);
+        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
+    }
+
+    #[test]
+    fn a_down_sink_falls_behind_then_replays_from_the_journal() {
+        let t = Tmp::new("behind");
+        // A sink channel of one delivery: most deliveries miss it.
+        let (handles, sinks) = start(config(&t, 1 << 20, 1)).unwrap();
+        let stats = log_stats(&sinks);
+        handles[0].submit(batch(0, 2)).unwrap();
+        wait_for("the first lines", || numbers(&t.log()).len() == 2);
+        fs::remove_dir_all(t.0.join("out")).unwrap();
+        sinks.reopen();
+        let mut sent = 2;
+        for i in 0..40 {
+            let b = batch(2 + i * 2, 4 + i * 2);
+            wait_for("room", || handles[i % 2].submit(b.clone()).is_ok());
+            sent += 2;
+        }
+        wait_for("the sink to go down", || stats.health() == SinkHealth::Down);
+        assert!(stats.reason().contains("LOG_PATH"), "{}", stats.reason());
+        wait_for("the lag", || stats.lag_events.get() == sent - 2);
+        fs::create_dir_all(t.0.join("out")).unwrap();
+        wait_for("the catch-up", || stats.lag_events.get() == 0);
+        assert_eq!(stats.health(), SinkHealth::Healthy);
+        assert!(stats.events_replayed.get() > 0);
+        drop(handles);
+        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
+        let mut got = numbers(&t.log());
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got, (2..sent as u64).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn what_shutdown_cannot_deliver_is_delivered_after_a_restart() {
+        let t = Tmp::new("restart");
+        let (handles, sinks) = start(config(&t, 1 << 20, 64)).unwrap();
+        let stats = log_stats(&sinks);
+        fs::remove_dir_all(t.0.join("out")).unwrap();
+        sinks.reopen();
+        for i in 0..10 {
+            handles[0].submit(batch(i * 2, i * 2 + 2)).unwrap();
+        }
+        wait_for("the sink to go down", || stats.health() == SinkHealth::Down);
+        drop(handles);
+        let report = sinks.shutdown(Duration::from_millis(500));
+        assert!(!report.is_clean());
+        assert!(report.journal_clean);
+        assert_eq!(report.sinks[0].left_events, 20, "{report}");
+        assert!(report.to_string().contains("20 events left"), "{report}");
+
+        fs::create_dir_all(t.0.join("out")).unwrap();
+        let (handles, sinks) = start(config(&t, 1 << 20, 64)).unwrap();
+        handles[1].submit(batch(20, 22)).unwrap();
+        drop(handles);
+        let report = sinks.shutdown(Duration::from_secs(10));
+        assert!(report.is_clean(), "{report}");
+        assert_eq!(numbers(&t.log()), (0..22).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn passed_segments_are_deleted_and_a_full_journal_refuses_until_it_drains() {
+        let t = Tmp::new("full");
+        let cfg = config(&t, 2000, 64);
+        let jdir = cfg.journal.journal_dir();
+        let (handles, sinks) = start(cfg).unwrap();
+        let stats = log_stats(&sinks);
+        let js = sinks.journal_stats();
+        for i in 0..50 {
+            handles[0].submit(batch(i, i + 1)).unwrap();
+        }
+        wait_for("delivery", || stats.events_acked.get() == 50);
+        wait_for("deletion", || {
+            journal::list_segments(&jdir).unwrap().len() <= 2 && js.segments.get() <= 2
+        });
+        // The sink goes down: the journal fills and refuses.
+        fs::remove_dir_all(t.0.join("out")).unwrap();
+        sinks.reopen();
+        let mut i = 50;
+        wait_for("the journal to fill", || {
+            let r = handles[0].submit(batch(i, i + 1));
+            i += 1;
+            r == Err(SubmitError::JournalFull)
+        });
+        assert!(js.is_full());
+        assert!(js.bytes.get() <= 2000);
+        assert!(js.refused.get() >= 1);
+        assert!(handles[0].is_full());
+        fs::create_dir_all(t.0.join("out")).unwrap();
+        wait_for("room again", || !js.is_full());
+        assert!(handles[0].submit(batch(1000, 1001)).is_ok());
+        drop(handles);
+        assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
+        let got = numbers(&t.log());
+        assert_eq!(got.last(), Some(&1000));
     }
 
     #[test]
     fn start_refuses_bad_configuration() {
-        let log = log::tests::config(log::LogTarget::Stdout);
-        let cfg = |outputs: Vec<Output>, cap: usize| SinkConfig {
-            outputs,
-            queue_capacity: cap,
-            log: log.clone(),
+        let t = Tmp::new("bad");
+        let cfg = |outputs: Vec<Output>, cap: usize| {
+            let mut c = config(&t, 1 << 20, cap);
+            c.outputs = outputs;
+            c
         };
-        let msg = |r: Result<(SinkHandle, Sinks), SinkError>| match r {
+        let msg = |r: Result<(Vec<SinkHandle>, Sinks), SinkError>| match r {
             Ok(_) => String::from("started"),
             Err(e) => e.to_string(),
         };
@@ -718,6 +1055,11 @@ mod tests {
         assert!(msg(start(cfg(vec![], 4))).contains("OUTPUTS"));
         assert!(msg(start(cfg(vec![Output::Log, Output::Log], 4))).contains("twice"));
         assert!(msg(start(cfg(vec![Output::Log], 0))).contains("QUEUE_CAPACITY"));
+        // Two processes (here: two starts) on one DATA_DIR.
+        let (h, s) = start(cfg(vec![Output::Log], 4)).unwrap();
+        assert!(msg(start(cfg(vec![Output::Log], 4))).contains("DATA_DIR"));
+        drop(h);
+        s.shutdown(Duration::from_secs(5));
     }
 
     #[test]
@@ -726,25 +1068,5 @@ mod tests {
         assert_eq!(" Kafka ".parse::<Output>(), Ok(Output::Kafka));
         assert_eq!("postgres".parse::<Output>(), Ok(Output::Postgres));
         assert!("s3".parse::<Output>().is_err());
-    }
-
-    #[test]
-    fn report_names_what_was_lost() {
-        let r = ShutdownReport {
-            sinks: vec![SinkShutdown {
-                sink: Sink::Log,
-                joined: true,
-                unwritten_events: 3,
-                unwritten_bytes: 30,
-                queued_batches: 0,
-                error: Some("disk full".into()),
-            }],
-        };
-        assert!(!r.is_clean());
-        let text = r.to_string();
-        assert!(
-            text.contains("3 events") && text.contains("disk full"),
-            "{text}"
-        );
     }
 }

@@ -77,17 +77,7 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// this instead of leaving `deliver` blocked.
 const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
-// moved to sink::mod on merge
-/// What one `deliver` call achieved.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Delivered {
-    /// Events the downstream now holds because of this call.
-    pub written: u64,
-    /// Events it already had (PostgreSQL ON CONFLICT DO NOTHING skips).
-    pub duplicates: u64,
-    /// Events isolated as poison and written to the dead-letter file instead.
-    pub dead_lettered: u64,
-}
+pub use super::Delivered;
 
 /// The PostgreSQL sink's settings (`PG_*`).
 #[derive(Clone)]

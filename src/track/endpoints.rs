@@ -3,7 +3,8 @@
 //! (and stealth collect), token hand-out, health and readiness.
 //!
 //! Every event is encoded here, on the core, into NDJSON bytes and handed to
-//! the sinks as one batch per request (all or nothing).
+//! this core's journal channel as one batch per request (all or nothing).
+//! Under `ACK_MODE=durable` a collect answer awaits the journal's fsync.
 
 use crate::clock;
 use crate::http::head::{Method, RequestHead};
@@ -13,6 +14,7 @@ use crate::metrics::core::CoreMetrics;
 use crate::metrics::labels::{AuthFailure, DropReason, EventSource, Route, TokenKind};
 use crate::metrics::sinks::SinkHealth;
 use crate::server::Shared;
+use crate::sink::ack::AckError;
 use crate::sink::{Batch, SinkHandle, SubmitError};
 use crate::track::client_ip::client_ip;
 use crate::track::collect::{encode_collect, CollectError};
@@ -170,8 +172,9 @@ impl Tracker {
         })
     }
 
-    /// Answers a local request whose body has been read.
-    pub fn answer(
+    /// Answers a local request whose body has been read. Only a durable
+    /// collect awaits (the journal's fsync); everything else is immediate.
+    pub async fn answer(
         &self,
         local: Local,
         head: &RequestHead,
@@ -180,8 +183,8 @@ impl Tracker {
     ) -> Response {
         let resp = match local {
             Local::Pixel => self.pixel(head, peer),
-            Local::Collect => self.collect(head, body, peer, Source::Collect),
-            Local::Stealth => self.collect(head, body, peer, Source::Stealth),
+            Local::Collect => self.collect(head, body, peer, Source::Collect).await,
+            Local::Stealth => self.collect(head, body, peer, Source::Stealth).await,
             Local::PublicKey => self.token(head, peer, false),
             Local::HmacJs => self.token(head, peer, true),
             Local::Health => Response::text(200, "ok\n").header("Cache-Control", "no-store"),
@@ -244,14 +247,79 @@ impl Tracker {
         });
         match &res {
             Ok(()) => self.metrics.event(source, u64::from(events)),
-            Err(SubmitError::Full) => self
-                .metrics
-                .dropped(DropReason::QueueFull, u64::from(events)),
-            Err(SubmitError::Closed) => self
-                .metrics
-                .dropped(DropReason::ShuttingDown, u64::from(events)),
+            Err(e) => self.count_drop(*e, events),
         }
         res
+    }
+
+    fn count_drop(&self, e: SubmitError, events: u32) {
+        let reason = match e {
+            SubmitError::Full => DropReason::QueueFull,
+            SubmitError::JournalFull => DropReason::JournalFull,
+            SubmitError::Failed => DropReason::JournalFailed,
+            SubmitError::Closed => DropReason::ShuttingDown,
+        };
+        self.metrics.dropped(reason, u64::from(events));
+    }
+
+    /// Queues a collect request's events and, under `ACK_MODE=durable`,
+    /// awaits the fsync that covers them. `Err` is the answer to send.
+    async fn submit_collect(
+        &self,
+        bytes: Vec<u8>,
+        events: u32,
+        source: EventSource,
+    ) -> Result<(), Response> {
+        let refused = |e: SubmitError| {
+            let (status, body, retry): (u16, &[u8], &str) = match e {
+                SubmitError::Full => (429, br#"{"error":"event queue full, retry later"}"#, "1"),
+                SubmitError::JournalFull => {
+                    (503, br#"{"error":"event journal full, retry later"}"#, "5")
+                }
+                SubmitError::Failed => (
+                    503,
+                    br#"{"error":"event journal failed, retry later"}"#,
+                    "30",
+                ),
+                SubmitError::Closed => (503, br#"{"error":"shutting down, retry later"}"#, "1"),
+            };
+            Response::json(status, body.to_vec()).header("Retry-After", retry)
+        };
+        let wait = match self.sinks.submit_collect(Batch {
+            bytes: bytes::Bytes::from(bytes),
+            events,
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                self.count_drop(e, events);
+                return Err(refused(e));
+            }
+        };
+        if let Some(wait) = wait {
+            let outcome = monoio::time::timeout(self.shared.cfg.idle_timeout, wait).await;
+            let e = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(AckError::Full)) => Some(SubmitError::JournalFull),
+                Ok(Err(AckError::Failed)) => Some(SubmitError::Failed),
+                Ok(Err(AckError::Closed)) => Some(SubmitError::Closed),
+                Err(_) => {
+                    // Not confirmed in time: the events may still land (a
+                    // retry then duplicates them, with the same event ids).
+                    return Err(Response::json(
+                        503,
+                        br#"{"error":"events not confirmed durable in time, retry later"}"#
+                            .to_vec(),
+                    )
+                    .header("Retry-After", "1"));
+                }
+            };
+            if let Some(e) = e {
+                self.count_drop(e, events);
+                return Err(refused(e));
+            }
+        }
+        self.metrics.event(source, u64::from(events));
+        Ok(())
     }
 
     fn pixel(&self, head: &RequestHead, peer: IpAddr) -> Response {
@@ -311,7 +379,7 @@ impl Tracker {
                 .is_some_and(|v| v.eq_ignore_ascii_case(b"https"))
     }
 
-    fn collect(
+    async fn collect(
         &self,
         head: &RequestHead,
         mut body: Vec<u8>,
@@ -393,22 +461,8 @@ impl Tracker {
             _ => EventSource::Collect,
         };
         if n > 0 {
-            match self.submit(out, n as u32, label) {
-                Ok(()) => {}
-                Err(SubmitError::Full) => {
-                    return Response::json(
-                        429,
-                        br#"{"error":"event queue full, retry later"}"#.to_vec(),
-                    )
-                    .header("Retry-After", "1")
-                }
-                Err(SubmitError::Closed) => {
-                    return Response::json(
-                        503,
-                        br#"{"error":"shutting down, retry later"}"#.to_vec(),
-                    )
-                    .header("Retry-After", "1")
-                }
+            if let Err(resp) = self.submit_collect(out, n as u32, label).await {
+                return resp;
             }
         }
         let mut b = br#"{"accepted":"#.to_vec();
@@ -515,10 +569,12 @@ impl Tracker {
     }
 
     /// `/readyz`: 200 while trackgate can proxy and accept events, with each
-    /// sink's state; 503 while draining or while a full sink queue refuses
-    /// every event; with `strict=1`, 503 when any sink is unhealthy
-    /// (GoTrack's meaning). A sink outage alone does not take
-    /// the website out of a load balancer.
+    /// sink's state (healthy, behind by N events while it reads the journal
+    /// to catch up, or down and why) and the journal's; 503 while draining
+    /// or while events are refused (journal full or failed, queue full);
+    /// with `strict=1`, 503 when any sink is not healthy (GoTrack's
+    /// meaning). A sink outage alone does not take the website out of a
+    /// load balancer: the journal holds the events.
     fn ready(&self, head: &RequestHead) -> Response {
         let strict = pixel::query_param(head.query().unwrap_or(b""), b"strict")
             .is_some_and(|v| v.as_ref() == b"1" || v.as_ref() == b"true");
@@ -529,22 +585,33 @@ impl Tracker {
         let mut sinks = Vec::with_capacity(128);
         for (i, (kind, stats)) in self.shared.sink_stats.iter().enumerate() {
             let h = stats.health();
-            all_healthy &= h == SinkHealth::Healthy;
+            let behind = stats.lag_events.get().max(0) as u64;
+            let replaying = stats.replaying.load(std::sync::atomic::Ordering::Relaxed);
+            let state: &str = match h {
+                SinkHealth::Healthy if replaying && behind > 0 => "behind",
+                other => other.as_str(),
+            };
+            all_healthy &= state == "healthy";
             if i > 0 {
                 sinks.push(b',');
             }
             json::write_str(&mut sinks, kind.as_str().as_bytes());
             sinks.extend_from_slice(br#":{"state":"#);
-            json::write_str(&mut sinks, h.as_str().as_bytes());
+            json::write_str(&mut sinks, state.as_bytes());
             let reason = stats.reason();
-            if !reason.is_empty() {
+            if !reason.is_empty() && h == SinkHealth::Down {
                 sinks.extend_from_slice(br#","reason":"#);
                 json::write_str(&mut sinks, reason.as_bytes());
             }
+            sinks.extend_from_slice(br#","behind_events":"#);
+            crate::http::response::push_u64(&mut sinks, behind);
+            sinks.extend_from_slice(br#","behind_bytes":"#);
+            crate::http::response::push_u64(&mut sinks, stats.lag_bytes.get().max(0) as u64);
             sinks.extend_from_slice(br#","queue_depth":"#);
             crate::http::response::push_u64(&mut sinks, stats.queue_depth.get().max(0) as u64);
             sinks.push(b'}');
         }
+        let journal = self.sinks.journal();
         let refusing = self.sinks.is_full();
         let status = if draining || refusing || (strict && !all_healthy) {
             503
@@ -561,7 +628,24 @@ impl Tracker {
             b"\"degraded\""
         };
         b.extend_from_slice(word);
-        b.extend_from_slice(br#","sinks":{"#);
+        b.extend_from_slice(br#","journal":{"state":"#);
+        let jstate: &[u8] = if journal.is_failed() {
+            b"\"failed\""
+        } else if journal.is_waiting() {
+            b"\"waiting_for_lock\""
+        } else if journal.is_full() {
+            b"\"full\""
+        } else {
+            b"\"ok\""
+        };
+        b.extend_from_slice(jstate);
+        if journal.is_failed() {
+            b.extend_from_slice(br#","reason":"#);
+            json::write_str(&mut b, journal.reason().as_bytes());
+        }
+        b.extend_from_slice(br#","bytes":"#);
+        crate::http::response::push_u64(&mut b, journal.bytes.get().max(0) as u64);
+        b.extend_from_slice(br#"},"sinks":{"#);
         b.extend_from_slice(&sinks);
         b.extend_from_slice(b"}}");
         Response::json(status, b).header("Cache-Control", "no-store")
