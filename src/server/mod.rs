@@ -120,6 +120,7 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
         cores: n_cores,
         batch_size: cfg.batch_size,
         wait_for_lock: true,
+        postgres: cfg.pg.clone(),
         log: sink::log::LogConfig {
             path: cfg.log_path.clone(),
             rotate_bytes: cfg.log_rotate_bytes,

@@ -134,6 +134,8 @@ pub struct SinkConfig {
     pub queue_capacity: usize,
     /// Settings of the log sink (used when `outputs` holds [`Output::Log`]).
     pub log: log::LogConfig,
+    /// Settings of the PostgreSQL sink (used with [`Output::Postgres`]).
+    pub postgres: postgres::PgConfig,
     /// `DATA_DIR`, `JOURNAL_MAX_MB`.
     pub journal: journal::JournalConfig,
     /// `JOURNAL_FSYNC_MS`: the least time between two group commits (0:
@@ -609,6 +611,7 @@ impl Bring {
             plan.shared
                 .checkpoint_seq
                 .store(checkpoint.seq, Ordering::Release);
+            let (batch_size, linger) = plan.downstream.batching(self.batch_size);
             let ctx = runner::SinkThread {
                 sink,
                 downstream: plan.downstream,
@@ -620,7 +623,8 @@ impl Bring {
                 checkpoint,
                 persisted: checkpoint,
                 persisted_at: Instant::now(),
-                batch_size: self.batch_size,
+                batch_size: batch_size.max(1),
+                linger,
                 data: plan.data,
                 ctrl: plan.ctrl,
             };
@@ -854,6 +858,9 @@ mod tests {
             outputs: vec![Output::Log],
             queue_capacity: capacity,
             log: log::tests::config(log::LogTarget::File(t.log())),
+            postgres: crate::config::Config::from_lookup(crate::config::Mode::Serve, &|_| None)
+                .expect("defaults")
+                .pg,
             journal: journal::JournalConfig {
                 data_dir: t.0.join("data"),
                 max_bytes,

@@ -69,6 +69,7 @@ pub struct DeliverError {
 /// may do nothing).
 pub enum Downstream {
     Log(log::LogSink),
+    Postgres(super::postgres::PgSink),
 }
 
 impl Downstream {
@@ -81,9 +82,30 @@ impl Downstream {
     ) -> Result<Downstream, SinkError> {
         match output {
             Output::Log => Ok(Downstream::Log(log::LogSink::new(cfg.log.clone(), stats)?)),
-            // Kafka / PostgreSQL: `super::kafka::KafkaSink::new(cfg.kafka.clone(), stats)`
-            // and `super::postgres::PgSink::new(cfg.postgres.clone(), stats)` go here.
-            Output::Kafka | Output::Postgres => Err(SinkError::NotImplemented(output)),
+            Output::Postgres => {
+                let refuse = |message: String| SinkError::Downstream { output, message };
+                if cfg.postgres.dsn.trim().is_empty() {
+                    return Err(refuse(
+                        "OUTPUTS names postgres but PG_DSN is unset; set PG_DSN \
+                         (e.g. `host=db user=trackgate dbname=events` or a postgres:// URL)"
+                            .into(),
+                    ));
+                }
+                super::postgres::PgSink::new(cfg.postgres.clone(), stats)
+                    .map(Downstream::Postgres)
+                    .map_err(|e| refuse(e.to_string()))
+            }
+            // Kafka: `super::kafka::KafkaSink::new(cfg.kafka.clone(), stats)` goes here.
+            Output::Kafka => Err(SinkError::NotImplemented(output)),
+        }
+    }
+
+    /// Most events per delivery, and how long a partial batch may wait for
+    /// more (`PG_BATCH_SIZE`, `PG_FLUSH_MS`); `default` is `BATCH_SIZE`.
+    pub fn batching(&self, default: usize) -> (usize, Duration) {
+        match self {
+            Downstream::Log(_) => (default, Duration::ZERO),
+            Downstream::Postgres(s) => (s.config().batch_size, s.config().flush_interval),
         }
     }
 
@@ -94,6 +116,10 @@ impl Downstream {
                 kind: e.kind(),
                 message: e.to_string(),
             }),
+            Downstream::Postgres(s) => s.deliver(events).map_err(|e| DeliverError {
+                kind: e.kind(),
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -101,6 +127,7 @@ impl Downstream {
     fn tick(&mut self) {
         match self {
             Downstream::Log(s) => s.tick(),
+            Downstream::Postgres(_) => {}
         }
     }
 
@@ -108,6 +135,7 @@ impl Downstream {
     fn reopen(&mut self) {
         match self {
             Downstream::Log(s) => s.reopen(),
+            Downstream::Postgres(_) => {}
         }
     }
 
@@ -115,6 +143,7 @@ impl Downstream {
     fn close(&mut self) {
         match self {
             Downstream::Log(s) => s.close(),
+            Downstream::Postgres(_) => {}
         }
     }
 }
@@ -384,6 +413,8 @@ pub struct SinkThread {
     pub persisted: Checkpoint,
     pub persisted_at: Instant,
     pub batch_size: usize,
+    /// How long a partial batch waits for more events (0: deliver at once).
+    pub linger: Duration,
     pub data: Receiver<Delivery>,
     pub ctrl: Receiver<Control>,
 }
@@ -413,6 +444,9 @@ impl SinkThread {
             }
             batch.clear();
             let replayed = self.next_batch(&mut held, &mut reader, end, &mut batch);
+            if !replayed && stop_by.is_none() {
+                self.linger(&mut held, &mut reader, &mut batch);
+            }
             if batch.is_empty() {
                 if replayed {
                     continue; // skipped a gap; look again
@@ -465,8 +499,34 @@ impl SinkThread {
         self.stats.queue_depth.set(self.data.len() as i64);
     }
 
-    /// Fills `batch` with the records after the checkpoint: from the
-    /// deliveries when they continue it, else from the journal files.
+    /// A partial batch fresh from the journal thread waits up to
+    /// [`SinkThread::linger`] for more deliveries that continue it, so a
+    /// downstream with a per-batch cost (one PostgreSQL transaction) gets
+    /// full batches under a trickle of events.
+    fn linger(&mut self, held: &mut Held, reader: &mut Reader, batch: &mut Vec<Rec>) {
+        if batch.is_empty() || self.linger.is_zero() {
+            return;
+        }
+        let deadline = Instant::now() + self.linger;
+        while batch.len() < self.batch_size && held.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.data.recv_timeout(left) {
+                Ok(d) => *held = Some((d, 0)),
+                Err(_) => break,
+            }
+            let end = self.journal.end.load(Ordering::Acquire);
+            if self.next_batch(held, reader, end, batch) {
+                break;
+            }
+        }
+    }
+
+    /// Fills `batch` with the records after the checkpoint (or after the
+    /// last record `batch` already holds): from the deliveries when they
+    /// continue it, else, when `batch` is empty, from the journal files.
     /// Returns whether the files were read (or a gap skipped).
     fn next_batch(
         &mut self,
@@ -475,7 +535,7 @@ impl SinkThread {
         end: u64,
         batch: &mut Vec<Rec>,
     ) -> bool {
-        let mut pos = self.checkpoint.offset;
+        let mut pos = batch.last().map_or(self.checkpoint.offset, |r| r.end);
         loop {
             if held.is_none() {
                 *held = self.data.try_recv().ok().map(|d| (d, 0));

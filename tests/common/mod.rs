@@ -2,6 +2,8 @@
 //! test, a raw HTTP/1.1 client, and readers for the NDJSON the binary writes.
 #![allow(dead_code)]
 
+pub mod sinks;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

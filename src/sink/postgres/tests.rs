@@ -5,6 +5,7 @@ use super::testdb::TestCluster;
 use super::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// Event `i`: a line as trackgate's encoder writes it (event_id, timestamp,
@@ -296,11 +297,6 @@ fn batches_are_written_once_and_duplicates_counted() {
                 )
             ),
             "1000"
-        );
-        let (buckets, _) = s.stats.flush_duration.snapshot();
-        assert!(
-            buckets.iter().sum::<u64>() >= 4,
-            "a flush per committed batch"
         );
     }
 }

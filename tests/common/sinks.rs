@@ -1,0 +1,53 @@
+//! Helpers for the sink tests: signed collect requests carrying events with
+//! known ids, sent on fresh connections.
+
+use super::{public_key_token, UA};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A valid UUID naming test event `n`.
+pub fn event_id(n: u64) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+/// Sends one request on a fresh connection; the status, headers and body
+/// text, or `None` when the connection failed (the process is gone).
+pub fn send(addr: SocketAddr, req: &[u8]) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(req).ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    Some((status, text))
+}
+
+pub fn collect_req(token: &str, ids: &[String], pad: usize) -> Vec<u8> {
+    let events: Vec<String> = ids
+        .iter()
+        .map(|id| {
+            format!(
+                r#"{{"type":"load","event_id":"{id}","payload":{{"pad":"{}"}}}}"#,
+                "x".repeat(pad)
+            )
+        })
+        .collect();
+    let body = format!("[{}]", events.join(","));
+    let sig = trackgate::track::token::sign(token, body.as_bytes()).expect("sign");
+    let mut req = format!(
+        "POST /collect HTTP/1.1\r\nHost: t\r\nUser-Agent: {UA}\r\nX-GoTrack-HMAC: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body.as_bytes());
+    req
+}
+
+pub fn token(addr: SocketAddr) -> String {
+    public_key_token(addr, UA)["token"]
+        .as_str()
+        .expect("token")
+        .to_string()
+}
