@@ -50,6 +50,17 @@ pub const VARS: &[Var] = &[
     v("BATCH_SIZE", "100", "events buffered before the log sink writes"),
     v("FLUSH_INTERVAL_MS", "250", "the log sink writes (and fsyncs, with interval) at least this often"),
     v("QUEUE_CAPACITY", "65536", "batches each sink queue holds before requests are refused"),
+    v("KAFKA_BROKERS", "", "Kafka bootstrap servers, host:port comma list (required with OUTPUTS=kafka)"),
+    v("KAFKA_TOPIC", "gotrack.events", "topic the Kafka sink produces to"),
+    v("KAFKA_ACKS", "all", "all | 1: replicas that must have a record before its delivery report (0 refused)"),
+    v("KAFKA_COMPRESSION", "none", "none | gzip | snappy | lz4 | zstd"),
+    v("KAFKA_IDEMPOTENT", "true", "idempotent producer (no duplicates from librdkafka's own retries; needs KAFKA_ACKS=all)"),
+    v("KAFKA_SASL_MECHANISM", "", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (unset: no SASL)"),
+    v("KAFKA_SASL_USER", "", "SASL user name"),
+    v("KAFKA_SASL_PASSWORD", "", "SASL password (never printed)"),
+    v("KAFKA_TLS_CA", "", "PEM file of CAs signing the brokers' certificates (enables TLS)"),
+    v("KAFKA_TLS_SKIP_VERIFY", "false", "TLS without certificate chain or host name checks (logged loudly; enables TLS)"),
+    v("KAFKA_CONFIG", "", "other librdkafka properties, k=v comma list, e.g. linger.ms=20,batch.num.messages=10000"),
     v("CORES", "", "number of cores to run on: the first N CPUs of the affinity mask (default all)"),
     v("TRUST_PROXY", "false", "take the client IP from X-Forwarded-For when the peer is trusted"),
     v("TRUSTED_PROXIES", "", "CIDR list of trusted proxies (default with TRUST_PROXY: loopback and private ranges)"),
@@ -147,6 +158,8 @@ pub struct Config {
     pub batch_size: usize,
     pub flush_interval: Duration,
     pub queue_capacity: usize,
+    /// The Kafka sink's settings (`KAFKA_*`), checked even when it is not enabled.
+    pub kafka: crate::sink::kafka::KafkaConfig,
     pub cores: Option<usize>,
     pub trusted_proxies: TrustedProxies,
     pub max_body_bytes: usize,
@@ -535,6 +548,14 @@ impl Config {
         };
 
         let outputs = parse_outputs(&r.string("OUTPUTS"))?;
+        let kafka = crate::sink::kafka::KafkaConfig::from_lookup(&|name| r.raw(name))?;
+        if outputs.contains(&Output::Kafka) && kafka.brokers.is_empty() {
+            return Err(err(
+                "KAFKA_BROKERS",
+                "",
+                "the Kafka brokers, e.g. kafka-1:9092,kafka-2:9092 (OUTPUTS names kafka)",
+            ));
+        }
         let log_path = match r.string("LOG_PATH").as_str() {
             "stdout" | "-" => LogTarget::Stdout,
             p => LogTarget::File(PathBuf::from(p)),
@@ -671,6 +692,7 @@ impl Config {
             batch_size: r.parse("BATCH_SIZE", "a count of events, at least 1", Some(1))?,
             flush_interval: r.millis("FLUSH_INTERVAL_MS")?,
             queue_capacity: r.parse("QUEUE_CAPACITY", "a count, at least 1", Some(1))?,
+            kafka,
             cores,
             trusted_proxies,
             max_body_bytes: r.parse("MAX_BODY_BYTES", "bytes, at least 1", Some(1))?,
@@ -741,6 +763,33 @@ mod tests {
         let mut v: Vec<_> = BASE.to_vec();
         v.extend_from_slice(extra);
         v
+    }
+
+    #[test]
+    fn kafka_settings_are_read_and_checked_even_when_kafka_is_off() {
+        let c = load(Mode::Serve, BASE).expect("valid");
+        assert_eq!(c.kafka, crate::sink::kafka::KafkaConfig::with_brokers(""));
+        let c = load(
+            Mode::Serve,
+            &with(&[
+                ("KAFKA_BROKERS", "k1:9092"),
+                ("KAFKA_COMPRESSION", "zstd"),
+                ("KAFKA_CONFIG", "linger.ms=20"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.kafka.brokers, "k1:9092");
+        assert_eq!(c.kafka.compression, crate::sink::kafka::Compression::Zstd);
+        assert_eq!(c.kafka.extra, vec![("linger.ms".into(), "20".into())]);
+        let e = load(Mode::Serve, &with(&[("KAFKA_ACKS", "0")])).unwrap_err();
+        assert_eq!(e.var, "KAFKA_ACKS");
+        let e = load(
+            Mode::Serve,
+            &with(&[("KAFKA_SASL_MECHANISM", "PLAIN"), ("KAFKA_SASL_USER", "u")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "KAFKA_SASL_PASSWORD");
+        assert!(!e.to_string().contains("hunter"));
     }
 
     #[test]

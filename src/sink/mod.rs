@@ -14,6 +14,7 @@
 //! sinks and the journal that will sit in front of them: the cores only ever
 //! call [`SinkHandle::submit`].
 
+pub mod kafka;
 pub mod log;
 
 use crate::metrics::labels::{Sink, SinkFailure};
