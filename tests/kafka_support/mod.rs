@@ -65,7 +65,23 @@ pub fn consume_all(
     at_least: usize,
     limit: Duration,
 ) -> Vec<Record> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    consume_all_with(brokers, &[], topic, expected, at_least, limit)
+}
+
+/// [`consume_all`] with extra client properties (TLS settings).
+pub fn consume_all_with(
+    brokers: &str,
+    props: &[(&str, &str)],
+    topic: &str,
+    expected: &[String],
+    at_least: usize,
+    limit: Duration,
+) -> Vec<Record> {
+    let mut config = ClientConfig::new();
+    for (k, v) in props {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config
         .set("bootstrap.servers", brokers)
         .set("group.id", "trackgate-test-reader")
         .set("enable.auto.commit", "false")
