@@ -174,3 +174,30 @@ fn an_event_without_event_id_is_produced_not_stalled() {
     assert_eq!(first.header("schema"), Some("v1"));
     assert_eq!(first.header("source"), None);
 }
+
+#[test]
+fn a_producer_with_a_fatal_error_is_rebuilt_and_the_events_delivered() {
+    let c = cluster();
+    let brokers = c.bootstrap_servers();
+    // The idempotent producer cannot get its producer id: librdkafka calls
+    // that fatal, and the producer refuses everything from then on.
+    c.request_errors(
+        RDKafkaApiKey::InitProducerId,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+    );
+    let mut s = sink(&brokers, 3000);
+    let (evs, ids) = events(50, "fatal");
+    let batch = refs(&evs);
+    let err = s.deliver(&batch).expect_err("fatal producer error");
+    assert_eq!(err.kind(), SinkFailure::Write, "{err}");
+    assert!(err.to_string().contains("fatal error"), "{err}");
+    let errors = deliver_until_ok(&mut s, &batch, 5);
+    let got = consume_all(&brokers, TOPIC, &ids, 0, Duration::from_secs(30));
+    check_records(&got);
+    let (missing, dups) = tally(&got, &ids);
+    assert!(missing.is_empty(), "{} event_ids missing", missing.len());
+    eprintln!(
+        "fatal: {dups} duplicates, {} more failed attempts",
+        errors.len()
+    );
+}

@@ -86,6 +86,9 @@ pub enum KafkaError {
         topic: String,
         timeout_ms: u64,
     },
+    /// The producer hit a fatal error (e.g. the idempotent producer lost
+    /// its producer id); it is dropped and built again on the next call.
+    Fatal { code: String, reason: String },
     /// Not every delivery report arrived within `message.timeout.ms` plus
     /// [`REPORT_SLACK`]; the records were purged.
     ReportsMissing {
@@ -104,6 +107,7 @@ impl KafkaError {
                 SinkFailure::Open
             }
             KafkaError::ReportsMissing { .. } => SinkFailure::Connect,
+            KafkaError::Fatal { .. } => SinkFailure::Write,
             KafkaError::Enqueue { error: e, .. } | KafkaError::Undelivered { first: e, .. } => {
                 if is_connection(e) {
                     SinkFailure::Connect
@@ -171,10 +175,19 @@ impl fmt::Display for KafkaError {
                 "librdkafka refuses the property {key}={value:?}: {reason}; fix it in KAFKA_CONFIG \
                  (or the KAFKA_* variable that sets it)"
             ),
-            KafkaError::Create(e) => write!(
-                f,
-                "cannot create the Kafka producer: {e}; check the KAFKA_* settings"
-            ),
+            KafkaError::Create(e) => {
+                let text = e.to_string();
+                let check = if text.contains("ssl.ca") {
+                    "KAFKA_TLS_CA (a PEM file of CA certificates)"
+                } else if text.to_ascii_lowercase().contains("sasl") {
+                    "KAFKA_SASL_MECHANISM, KAFKA_SASL_USER and KAFKA_SASL_PASSWORD"
+                } else if text.contains("ssl") {
+                    "KAFKA_TLS_CA and KAFKA_TLS_SKIP_VERIFY"
+                } else {
+                    "the KAFKA_* settings"
+                };
+                write!(f, "cannot create the Kafka producer: {text}; check {check}")
+            }
             KafkaError::Enqueue {
                 event_id,
                 error,
@@ -206,6 +219,12 @@ impl fmt::Display for KafkaError {
                 hint(f, first, Some(*timeout_ms))?;
                 f.write_str("; the events stay in the journal and are produced again")
             }
+            KafkaError::Fatal { code, reason } => write!(
+                f,
+                "the Kafka producer hit a fatal error ({code}: {reason}) and is rebuilt; with \
+                 KAFKA_IDEMPOTENT=true the brokers must allow this producer IdempotentWrite \
+                 (ACLs); the events stay in the journal and are produced again"
+            ),
             KafkaError::ReportsMissing {
                 missing,
                 total,
@@ -433,6 +452,9 @@ pub struct KafkaSink {
     timeout: Duration,
     producer: Option<BaseProducer<Context>>,
     generation: usize,
+    /// Only `flush_duration` (the time a `deliver` call took to be fully
+    /// acknowledged) is written here; events, failures and health are the
+    /// runner's to count, from [`Delivered`] and [`KafkaError::kind`].
     stats: Arc<SinkStats>,
 }
 
@@ -517,10 +539,13 @@ impl KafkaSink {
             self.producer = Some(self.create()?);
         }
         let result = self.produce_all(events);
-        if result.is_err() {
-            self.drop_if_fatal();
-        } else {
-            self.stats.flush_duration.observe(started.elapsed());
+        match result {
+            Ok(_) => self.stats.flush_duration.observe(started.elapsed()),
+            Err(_) => {
+                if let Some(fatal) = self.drop_if_fatal() {
+                    return Err(fatal);
+                }
+            }
         }
         result
     }
@@ -613,19 +638,16 @@ impl KafkaSink {
 
     /// An idempotent producer that hit a fatal error refuses everything
     /// afterwards: drop it, the next `deliver` builds a new one.
-    fn drop_if_fatal(&mut self) {
-        let fatal = self
+    fn drop_if_fatal(&mut self) -> Option<KafkaError> {
+        let (code, reason) = self
             .producer
             .as_ref()
-            .and_then(|p| p.client().fatal_error());
-        if let Some((code, reason)) = fatal {
-            crate::error!(
-                "the Kafka producer hit a fatal error and is rebuilt; the events are produced again",
-                code = format!("{code:?}"),
-                reason = reason
-            );
-            self.producer = None;
-        }
+            .and_then(|p| p.client().fatal_error())?;
+        self.producer = None;
+        Some(KafkaError::Fatal {
+            code: format!("{code:?}"),
+            reason,
+        })
     }
 }
 

@@ -73,3 +73,34 @@ fn error_kinds_separate_connection_from_refusal() {
         SinkFailure::Write
     );
 }
+
+#[test]
+fn every_sasl_mechanism_is_built_in() {
+    for mechanism in [
+        SaslMechanism::Plain,
+        SaslMechanism::ScramSha256,
+        SaslMechanism::ScramSha512,
+    ] {
+        let mut cfg = KafkaConfig::with_brokers("127.0.0.1:9");
+        cfg.sasl = Some(Sasl {
+            mechanism,
+            user: "trackgate".into(),
+            password: "not-a-real-password".into(),
+        });
+        let sink = KafkaSink::new(cfg, Arc::new(SinkStats::default()));
+        assert!(sink.is_ok(), "{mechanism:?}: {:?}", sink.err());
+    }
+}
+
+#[test]
+fn a_ca_file_that_is_not_pem_fails_at_start_not_at_first_delivery() {
+    let ca = std::env::temp_dir().join(format!("tg-kafka-bad-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, "this is not a certificate").unwrap();
+    let mut cfg = KafkaConfig::with_brokers("127.0.0.1:9");
+    cfg.tls_ca = Some(ca.clone());
+    let e = KafkaSink::new(cfg, Arc::new(SinkStats::default())).unwrap_err();
+    let _ = std::fs::remove_file(&ca);
+    assert_eq!(e.kind(), SinkFailure::Open);
+    assert!(e.to_string().contains("ssl.ca.location"), "{e}");
+    assert!(e.to_string().contains("check KAFKA_TLS_CA"), "{e}");
+}
