@@ -452,11 +452,7 @@ mod tests {
     #[test]
     fn defaults_are_the_issue_defaults() {
         let c = parse(&[("KAFKA_BROKERS", "k1:9092,k2:9092")]).unwrap();
-        assert_eq!(c, {
-            let mut d = KafkaConfig::with_brokers("k1:9092,k2:9092");
-            d.extra = vec![];
-            d
-        });
+        assert_eq!(c, KafkaConfig::with_brokers("k1:9092,k2:9092"));
         assert_eq!(prop(&c, "acks").as_deref(), Some("all"));
         assert_eq!(prop(&c, "enable.idempotence").as_deref(), Some("true"));
         assert_eq!(prop(&c, "security.protocol").as_deref(), Some("PLAINTEXT"));
