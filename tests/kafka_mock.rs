@@ -201,3 +201,32 @@ fn a_producer_with_a_fatal_error_is_rebuilt_and_the_events_delivered() {
         errors.len()
     );
 }
+
+#[test]
+fn deliver_until_gives_up_at_the_callers_deadline_and_loses_nothing() {
+    let c = cluster();
+    let brokers = c.bootstrap_servers();
+    // A long message.timeout.ms: only the caller's deadline can end the wait.
+    let mut s = sink(&brokers, 60_000);
+    for b in 1..=BROKERS {
+        c.broker_down(b).expect("broker down");
+    }
+    let (evs, ids) = events(300, "shutdown");
+    let batch = refs(&evs);
+    let started = std::time::Instant::now();
+    let err = s
+        .deliver_until(&batch, Some(started + Duration::from_millis(300)))
+        .expect_err("no broker is up");
+    // Far below the 60 s message timeout: the deadline ended the wait.
+    assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+    assert_eq!(err.kind(), SinkFailure::Connect, "{err}");
+    for b in 1..=BROKERS {
+        c.broker_up(b).expect("broker up");
+    }
+    deliver_until_ok(&mut s, &batch, 10);
+    let got = consume_all(&brokers, TOPIC, &ids, 0, Duration::from_secs(60));
+    check_records(&got);
+    let (missing, dups) = tally(&got, &ids);
+    assert!(missing.is_empty(), "{} event_ids missing", missing.len());
+    eprintln!("deadline: {} records, {dups} duplicates", got.len());
+}

@@ -90,7 +90,8 @@ pub enum KafkaError {
     /// its producer id); it is dropped and built again on the next call.
     Fatal { code: String, reason: String },
     /// Not every delivery report arrived within `message.timeout.ms` plus
-    /// [`REPORT_SLACK`]; the records were purged.
+    /// [`REPORT_SLACK`], or by the deadline of [`KafkaSink::deliver_until`];
+    /// the records were purged from the producer.
     ReportsMissing {
         missing: usize,
         total: usize,
@@ -531,6 +532,18 @@ impl KafkaSink {
     /// report (see the module documentation). On `Err` nothing is assumed
     /// delivered: the caller delivers the same events again later.
     pub fn deliver(&mut self, events: &[&[u8]]) -> Result<Delivered, KafkaError> {
+        self.deliver_until(events, None)
+    }
+
+    /// [`Self::deliver`], but gives up at `deadline` if that comes before
+    /// librdkafka's own timeout (a graceful shutdown that must not wait
+    /// `message.timeout.ms`). What is not acknowledged by then is purged from
+    /// the producer and reported as an `Err`: it stays in the journal.
+    pub fn deliver_until(
+        &mut self,
+        events: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, KafkaError> {
         if events.is_empty() {
             return Ok(Delivered::default());
         }
@@ -538,7 +551,7 @@ impl KafkaSink {
         if self.producer.is_none() {
             self.producer = Some(self.create()?);
         }
-        let result = self.produce_all(events);
+        let result = self.produce_all(events, deadline);
         match result {
             Ok(_) => self.stats.flush_duration.observe(started.elapsed()),
             Err(_) => {
@@ -550,7 +563,11 @@ impl KafkaSink {
         result
     }
 
-    fn produce_all(&mut self, events: &[&[u8]]) -> Result<Delivered, KafkaError> {
+    fn produce_all(
+        &mut self,
+        events: &[&[u8]],
+        stop_at: Option<Instant>,
+    ) -> Result<Delivered, KafkaError> {
         let Some(producer) = self.producer.as_ref() else {
             return Err(KafkaError::Create(Box::new(RdError::Canceled)));
         };
@@ -559,7 +576,9 @@ impl KafkaSink {
         let ctx = producer.context();
         ctx.begin(generation, events.len());
         let bound = self.timeout + REPORT_SLACK;
-        let mut deadline = Instant::now() + bound;
+        let started = Instant::now();
+        let cap = |d: Instant| stop_at.map_or(d, |s| s.min(d));
+        let mut deadline = cap(started + bound);
         for (i, event) in events.iter().enumerate() {
             let meta = RecordMeta::of(event);
             let mut record = BaseRecord::with_opaque_to(&self.cfg.topic, generation)
@@ -577,7 +596,11 @@ impl KafkaSink {
                         // The producer's own queue is full: serve reports
                         // (which frees room) and try again, within the bound.
                         if Instant::now() >= deadline {
-                            return Err(self.give_up(events.len() - i, events.len(), bound));
+                            return Err(self.give_up(
+                                events.len() - i,
+                                events.len(),
+                                started.elapsed(),
+                            ));
                         }
                         record = back;
                         producer.poll(POLL_STEP);
@@ -592,7 +615,7 @@ impl KafkaSink {
                 }
             }
             // Each record times out message.timeout.ms after it was queued.
-            deadline = Instant::now() + bound;
+            deadline = cap(Instant::now() + bound);
         }
         loop {
             let (pending, failed, first) = ctx.state();
@@ -613,7 +636,7 @@ impl KafkaSink {
                 });
             }
             if Instant::now() >= deadline {
-                return Err(self.give_up(pending, events.len(), bound));
+                return Err(self.give_up(pending, events.len(), started.elapsed()));
             }
             producer.poll(POLL_STEP);
         }
