@@ -488,13 +488,8 @@ impl KafkaSink {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(config::DEFAULT_MESSAGE_TIMEOUT_MS);
-        if cfg.tls_skip_verify {
-            crate::warn!(
-                "KAFKA_TLS_SKIP_VERIFY=true: the Kafka sink accepts ANY broker certificate and does \
-                 not check the broker's host name; anyone on the network path can read and alter \
-                 the events. Use KAFKA_TLS_CA instead.",
-                brokers = cfg.brokers
-            );
+        for w in cfg.warnings() {
+            crate::warn!(w);
         }
         let mut sink = KafkaSink {
             cfg,

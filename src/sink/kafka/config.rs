@@ -277,6 +277,21 @@ impl KafkaConfig {
         })
     }
 
+    /// What the operator must be told when the sink starts with these
+    /// settings (logged by `KafkaSink::new`).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.tls_skip_verify {
+            w.push(format!(
+                "KAFKA_TLS_SKIP_VERIFY=true: the Kafka sink accepts ANY certificate from {} and \
+                 does not check the broker's host name; anyone on the network path can read and \
+                 alter the events. Set KAFKA_TLS_CA instead.",
+                self.brokers
+            ));
+        }
+        w
+    }
+
     /// Whether the connection to the brokers uses TLS.
     pub fn tls(&self) -> bool {
         self.tls_ca.is_some() || self.tls_skip_verify
@@ -457,6 +472,7 @@ mod tests {
         assert_eq!(prop(&c, "enable.idempotence").as_deref(), Some("true"));
         assert_eq!(prop(&c, "security.protocol").as_deref(), Some("PLAINTEXT"));
         assert_eq!(prop(&c, "compression.type").as_deref(), Some("none"));
+        assert_eq!(prop(&c, "message.timeout.ms").as_deref(), Some("30000"));
     }
 
     #[test]
@@ -522,7 +538,9 @@ mod tests {
         assert_eq!(prop(&c, "security.protocol").as_deref(), Some("SASL_SSL"));
         assert_eq!(prop(&c, "ssl.ca.location").as_deref(), ca.to_str());
         assert_eq!(prop(&c, "enable.ssl.certificate.verification"), None);
+        assert!(c.warnings().is_empty());
         let c = parse(&[("KAFKA_TLS_SKIP_VERIFY", "true")]).unwrap();
+        assert!(c.warnings()[0].contains("ANY certificate"));
         assert_eq!(prop(&c, "security.protocol").as_deref(), Some("SSL"));
         assert_eq!(
             prop(&c, "enable.ssl.certificate.verification").as_deref(),
