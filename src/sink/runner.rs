@@ -70,6 +70,7 @@ pub struct DeliverError {
 pub enum Downstream {
     Log(log::LogSink),
     Postgres(super::postgres::PgSink),
+    Kafka(super::kafka::KafkaSink),
 }
 
 impl Downstream {
@@ -83,20 +84,19 @@ impl Downstream {
         match output {
             Output::Log => Ok(Downstream::Log(log::LogSink::new(cfg.log.clone(), stats)?)),
             Output::Postgres => {
-                let refuse = |message: String| SinkError::Downstream { output, message };
-                if cfg.postgres.dsn.trim().is_empty() {
-                    return Err(refuse(
-                        "OUTPUTS names postgres but PG_DSN is unset; set PG_DSN \
-                         (e.g. `host=db user=trackgate dbname=events` or a postgres:// URL)"
-                            .into(),
-                    ));
-                }
                 super::postgres::PgSink::new(cfg.postgres.clone(), stats)
                     .map(Downstream::Postgres)
-                    .map_err(|e| refuse(e.to_string()))
+                    .map_err(|e| SinkError::Downstream {
+                        output,
+                        message: e.to_string(),
+                    })
             }
-            // Kafka: `super::kafka::KafkaSink::new(cfg.kafka.clone(), stats)` goes here.
-            Output::Kafka => Err(SinkError::NotImplemented(output)),
+            Output::Kafka => super::kafka::KafkaSink::new(cfg.kafka.clone(), stats)
+                .map(Downstream::Kafka)
+                .map_err(|e| SinkError::Downstream {
+                    output,
+                    message: e.to_string(),
+                }),
         }
     }
 
@@ -106,17 +106,29 @@ impl Downstream {
         match self {
             Downstream::Log(_) => (default, Duration::ZERO),
             Downstream::Postgres(s) => (s.config().batch_size, s.config().flush_interval),
+            // librdkafka batches on its own (`linger.ms`).
+            Downstream::Kafka(_) => (default, Duration::ZERO),
         }
     }
 
-    /// Returns only when the downstream acknowledged every event.
-    pub fn deliver(&mut self, events: &[&[u8]]) -> Result<Delivered, DeliverError> {
+    /// Returns only when the downstream acknowledged every event. A Kafka
+    /// delivery gives up at `deadline` (shutdown); the others are bounded by
+    /// their own timeouts.
+    pub fn deliver(
+        &mut self,
+        events: &[&[u8]],
+        deadline: Option<Instant>,
+    ) -> Result<Delivered, DeliverError> {
         match self {
             Downstream::Log(s) => s.deliver(events).map_err(|e| DeliverError {
                 kind: e.kind(),
                 message: e.to_string(),
             }),
             Downstream::Postgres(s) => s.deliver(events).map_err(|e| DeliverError {
+                kind: e.kind(),
+                message: e.to_string(),
+            }),
+            Downstream::Kafka(s) => s.deliver_until(events, deadline).map_err(|e| DeliverError {
                 kind: e.kind(),
                 message: e.to_string(),
             }),
@@ -127,7 +139,7 @@ impl Downstream {
     fn tick(&mut self) {
         match self {
             Downstream::Log(s) => s.tick(),
-            Downstream::Postgres(_) => {}
+            Downstream::Postgres(_) | Downstream::Kafka(_) => {}
         }
     }
 
@@ -135,7 +147,7 @@ impl Downstream {
     fn reopen(&mut self) {
         match self {
             Downstream::Log(s) => s.reopen(),
-            Downstream::Postgres(_) => {}
+            Downstream::Postgres(_) | Downstream::Kafka(_) => {}
         }
     }
 
@@ -143,7 +155,7 @@ impl Downstream {
     fn close(&mut self) {
         match self {
             Downstream::Log(s) => s.close(),
-            Downstream::Postgres(_) => {}
+            Downstream::Postgres(_) | Downstream::Kafka(_) => {}
         }
     }
 }
@@ -615,7 +627,7 @@ impl SinkThread {
         let mut said: Option<String> = None;
         loop {
             let t0 = Instant::now();
-            match self.downstream.deliver(&events) {
+            match self.downstream.deliver(&events, *stop_by) {
                 Ok(d) => {
                     self.stats.flush_duration.observe(t0.elapsed());
                     if said.is_some() {
