@@ -594,7 +594,9 @@ impl Config {
                 "the Kafka brokers, e.g. kafka-1:9092,kafka-2:9092 (OUTPUTS names kafka)",
             ));
         }
-        if outputs.contains(&Output::Postgres) && r.raw("PG_DSN").unwrap_or_default().trim().is_empty() {
+        if outputs.contains(&Output::Postgres)
+            && r.raw("PG_DSN").unwrap_or_default().trim().is_empty()
+        {
             return Err(err(
                 "PG_DSN",
                 "",

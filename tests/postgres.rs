@@ -5,7 +5,6 @@
 //! from an unacknowledged checkpoint inserts nothing new.
 
 #[path = "../src/sink/postgres/testdb.rs"]
-#[allow(dead_code)]
 mod pg;
 
 mod common;
@@ -129,7 +128,11 @@ fn ten_thousand_events_survive_an_immediate_stop_of_the_cluster() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(acked_again >= 10_000.0, "replayed {acked_again}: {}", p.logs());
+    assert!(
+        acked_again >= 10_000.0,
+        "replayed {acked_again}: {}",
+        p.logs()
+    );
     assert_eq!(dup, acked_again, "every replayed event was a duplicate");
     assert_eq!(count(&c, "count(*)"), 10_000, "{}", p.logs());
     assert_eq!(p.stop(), 0);

@@ -69,7 +69,7 @@ pub struct DeliverError {
 /// may do nothing).
 pub enum Downstream {
     Log(log::LogSink),
-    Postgres(super::postgres::PgSink),
+    Postgres(Box<super::postgres::PgSink>),
     Kafka(super::kafka::KafkaSink),
 }
 
@@ -83,14 +83,12 @@ impl Downstream {
     ) -> Result<Downstream, SinkError> {
         match output {
             Output::Log => Ok(Downstream::Log(log::LogSink::new(cfg.log.clone(), stats)?)),
-            Output::Postgres => {
-                super::postgres::PgSink::new(cfg.postgres.clone(), stats)
-                    .map(Downstream::Postgres)
-                    .map_err(|e| SinkError::Downstream {
-                        output,
-                        message: e.to_string(),
-                    })
-            }
+            Output::Postgres => super::postgres::PgSink::new(cfg.postgres.clone(), stats)
+                .map(|s| Downstream::Postgres(Box::new(s)))
+                .map_err(|e| SinkError::Downstream {
+                    output,
+                    message: e.to_string(),
+                }),
             Output::Kafka => super::kafka::KafkaSink::new(cfg.kafka.clone(), stats)
                 .map(Downstream::Kafka)
                 .map_err(|e| SinkError::Downstream {
