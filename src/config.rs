@@ -1010,7 +1010,7 @@ mod tests {
             ("COOKIE_MODE", "maybe"),
             ("TRUST_PROXY", "perhaps"),
             ("OUTPUTS", "log,carrier-pigeon"),
-            ("OUTPUTS", "log,kafka"),
+            ("OUTPUTS", " , "),
             ("TRACK_PREFIX", "no-slash"),
             ("LOG_LEVEL", "loud"),
             ("LOG_FORMAT", "xml"),
@@ -1038,6 +1038,27 @@ mod tests {
             assert!(line.contains(var) && line.contains("expected"), "{line}");
             assert!(!line.contains('\n'));
         }
+    }
+
+    #[test]
+    fn a_named_sink_needs_its_address() {
+        let e = load(Mode::Serve, &with(&[("OUTPUTS", "log,kafka")])).expect_err("kafka");
+        assert_eq!(e.var, "KAFKA_BROKERS");
+        let e = load(Mode::Serve, &with(&[("OUTPUTS", "postgres")])).expect_err("postgres");
+        assert_eq!(e.var, "PG_DSN");
+        let c = load(
+            Mode::Serve,
+            &with(&[
+                ("OUTPUTS", "log,kafka,postgres"),
+                ("KAFKA_BROKERS", "k1:9092"),
+                ("PG_DSN", "host=db dbname=events"),
+            ]),
+        )
+        .expect("all three");
+        assert_eq!(
+            c.outputs,
+            vec![Output::Log, Output::Kafka, Output::Postgres]
+        );
     }
 
     #[test]
