@@ -73,9 +73,28 @@ pub async fn forward(
         )
         .await;
     };
+    // Max-Forwards (RFC 9110 §7.6.2) on OPTIONS and TRACE: at 0 we are the
+    // final recipient; otherwise the origin gets the value less one.
+    let max_forwards = match max_forwards(head) {
+        Ok(m) => m,
+        Err(()) => {
+            let r = Response::text(400, "invalid Max-Forwards (one field, 1*DIGIT)\n").closing();
+            return reply(client, r, head).await;
+        }
+    };
+    if max_forwards == Some(0) {
+        // OPTIONS: an empty 200 about this hop. TRACE: we never echo a
+        // request back (cross-site tracing), so 405.
+        let r = if head.method() == Method::Trace {
+            Response::text(405, "TRACE is not answered by this proxy\n")
+        } else {
+            Response::new(200, "text/plain", Vec::new())
+        };
+        return reply(client, r.closing(), head).await;
+    }
     let cfg = &core.shared.cfg;
     let mut req = Vec::with_capacity(1024);
-    build_request_head(&mut req, core, head, peer);
+    build_request_head(&mut req, core, head, peer, max_forwards);
     let framing = head.framing();
     let retryable = head.method().is_idempotent() && matches!(framing, Framing::None);
 
@@ -395,7 +414,37 @@ async fn reply(client: &mut Conn, resp: Response, head: &RequestHead) -> Forward
 }
 
 /// The request head sent to the origin.
-fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: IpAddr) {
+/// The `Max-Forwards` of an OPTIONS or TRACE request (`None` for other
+/// methods or without the field); `Err` for a repeated field or a value
+/// that is not `1*DIGIT`. Values past `u32::MAX` count as `u32::MAX`.
+fn max_forwards(head: &RequestHead) -> Result<Option<u64>, ()> {
+    if !matches!(head.method(), Method::Options | Method::Trace) {
+        return Ok(None);
+    }
+    let mut values = head.headers_named(b"max-forwards");
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() || v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(());
+    }
+    let n = v
+        .iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .unwrap_or(u64::MAX)
+        .min(u64::from(u32::MAX));
+    Ok(Some(n))
+}
+
+fn build_request_head(
+    out: &mut Vec<u8>,
+    core: &Core,
+    head: &RequestHead,
+    peer: IpAddr,
+    max_forwards: Option<u64>,
+) {
     let cfg = &core.shared.cfg;
     let dest = core.shared.upstream.as_deref().map(|u| &u.dest);
     out.extend_from_slice(head.method_bytes());
@@ -440,6 +489,7 @@ fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: 
         if name.eq_ignore_ascii_case(b"host")
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"expect")
+            || (max_forwards.is_some() && name.eq_ignore_ascii_case(b"max-forwards"))
             || drop_header(name, head.connection_tokens())
         {
             continue;
@@ -500,6 +550,11 @@ fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: 
         b"1.1 trackgate"
     });
     out.extend_from_slice(b"\r\n");
+    if let Some(n) = max_forwards {
+        out.extend_from_slice(b"Max-Forwards: ");
+        push_u64(out, n.saturating_sub(1));
+        out.extend_from_slice(b"\r\n");
+    }
     match head.framing() {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
