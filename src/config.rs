@@ -101,6 +101,11 @@ pub const VARS: &[Var] = &[
     v("UPSTREAM_DNS_TTL_S", "30", "re-resolve the origin's host name this often"),
     v("HEADER_TIMEOUT_S", "10", "deadline for a client's whole request head"),
     v("IDLE_TIMEOUT_S", "60", "close idle keep-alive client connections after this; also bounds each read of a request body and each write to a client"),
+    v("BODY_TIMEOUT_S", "20", "a request body gets this long, plus one second per MIN_BODY_RATE_BPS bytes received, before the connection is cut"),
+    v("MIN_BODY_RATE_BPS", "500", "least average rate of a request body after BODY_TIMEOUT_S, bytes per second (0 = no rate rule)"),
+    v("MAX_CONNECTIONS", "10000", "client connections each core keeps open; a connection past it gets 503 and is closed"),
+    v("RATE_LIMIT_RPS", "20", "tracking endpoints: requests per second per client IP bucket (/24, /48) on each core (0 = no limit)"),
+    v("RATE_LIMIT_BURST", "100", "tracking endpoints: requests a client IP bucket may make at once on each core"),
     v("TUNNEL_IDLE_TIMEOUT_S", "300", "close an upgraded (WebSocket) connection when no byte moved in one direction for this long"),
     v("SHUTDOWN_TIMEOUT_S", "10", "on SIGTERM: deadline for requests in flight and for sinks to drain"),
     v("ENABLE_HTTPS", "false", "TLS termination (not in this build: arrives with the TLS issue)"),
@@ -212,6 +217,14 @@ pub struct Config {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub tunnel_idle_timeout: Duration,
+    /// `BODY_TIMEOUT_S` and `MIN_BODY_RATE_BPS` (0: no rate rule).
+    pub body_timeout: Duration,
+    pub min_body_rate: u64,
+    /// `MAX_CONNECTIONS`, per core.
+    pub max_connections: usize,
+    /// `RATE_LIMIT_RPS` (0: no limit) and `RATE_LIMIT_BURST`.
+    pub rate_limit_rps: u32,
+    pub rate_limit_burst: u32,
     pub shutdown_timeout: Duration,
     /// Warnings to log once logging is set up (e.g. WORKER_CONCURRENCY).
     pub warnings: Vec<String>,
@@ -793,6 +806,11 @@ impl Config {
             header_timeout: r.secs("HEADER_TIMEOUT_S")?,
             idle_timeout: r.secs("IDLE_TIMEOUT_S")?,
             tunnel_idle_timeout: r.secs("TUNNEL_IDLE_TIMEOUT_S")?,
+            body_timeout: r.secs("BODY_TIMEOUT_S")?,
+            min_body_rate: r.parse("MIN_BODY_RATE_BPS", "bytes per second (0 = off)", None)?,
+            max_connections: r.parse("MAX_CONNECTIONS", "a count, at least 1", Some(1))?,
+            rate_limit_rps: r.parse("RATE_LIMIT_RPS", "requests per second (0 = off)", None)?,
+            rate_limit_burst: r.parse("RATE_LIMIT_BURST", "a count, at least 1", Some(1))?,
             shutdown_timeout: r.secs("SHUTDOWN_TIMEOUT_S")?,
             warnings,
         })

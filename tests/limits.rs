@@ -345,3 +345,63 @@ fn a_down_sink_loses_nothing_the_journal_holds_the_events() {
         Some(0.0)
     );
 }
+
+/// Sends `head`, then its body one byte a second; returns how long after the
+/// head the server closed the connection (`None`: still open after 10 s).
+fn trickle_body(addr: std::net::SocketAddr, head: &[u8]) -> Option<Duration> {
+    let mut c = Client::connect(addr);
+    c.send(head);
+    let mut writer = c.stream.try_clone().expect("clone");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let t0 = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) && writer.write_all(b"x").is_ok() {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let res = c.wait_closed(Duration::from_secs(10));
+    let took = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = trickle.join();
+    res.ok().map(|_| took)
+}
+
+/// The minimum body rate: a client sending its body one byte a second is
+/// cut off once `BODY_TIMEOUT_S` has passed (plus the 2 ms a byte earns at
+/// `MIN_BODY_RATE_BPS=500`), on a forwarded request and on collect alike,
+/// although each byte arrives well within `IDLE_TIMEOUT_S`. The origin
+/// never receives a complete request.
+#[test]
+fn one_byte_a_second_body_is_cut_off() {
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("BODY_TIMEOUT_S", "2"),
+        ("MIN_BODY_RATE_BPS", "500"),
+        ("IDLE_TIMEOUT_S", "30"),
+    ]);
+    for (what, head) in [
+        (
+            "forwarded",
+            &b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"[..],
+        ),
+        (
+            "forwarded chunked",
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n",
+        ),
+        (
+            "collect",
+            b"POST /collect HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+        ),
+    ] {
+        let took = trickle_body(p.addr, head);
+        eprintln!("one byte a second, {what}: cut off after {took:?}");
+        let took = took.unwrap_or_else(|| panic!("{what}: still open after 10 s"));
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+            "{what}: cut off after {took:?}"
+        );
+    }
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+}

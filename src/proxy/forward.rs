@@ -18,6 +18,7 @@ use crate::metrics::labels::{StatusClass, UpstreamError};
 use crate::net::Conn;
 use crate::proxy::hop::drop_header;
 use crate::proxy::inject;
+use crate::server::conn::BodyClock;
 use crate::server::cores::Core;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use std::net::IpAddr;
@@ -146,9 +147,21 @@ pub async fn forward(
         let sent = match framing {
             Framing::None | Framing::UntilClose => Ok(()),
             Framing::Length(n) => {
-                copy_length(client, &mut origin, n, cfg.idle_timeout, false).await
+                let clock = BodyClock::start(cfg, client);
+                copy_length(
+                    client,
+                    &mut origin,
+                    n,
+                    cfg.idle_timeout,
+                    false,
+                    Some(&clock),
+                )
+                .await
             }
-            Framing::Chunked => copy_chunked(client, &mut origin, cfg.idle_timeout, true).await,
+            Framing::Chunked => {
+                let clock = BodyClock::start(cfg, client);
+                copy_chunked(client, &mut origin, cfg.idle_timeout, true, Some(&clock)).await
+            }
         };
         match sent {
             Ok(()) => {}
@@ -362,8 +375,10 @@ async fn plain_copy(
     let reframe = out_framing == OutFraming::Chunked;
     let copied = match origin_framing {
         Framing::None => Ok(()),
-        Framing::Length(n) => copy_length(origin, client, n, cfg.upstream_timeout, reframe).await,
-        Framing::Chunked => copy_chunked(origin, client, cfg.upstream_timeout, reframe).await,
+        Framing::Length(n) => {
+            copy_length(origin, client, n, cfg.upstream_timeout, reframe, None).await
+        }
+        Framing::Chunked => copy_chunked(origin, client, cfg.upstream_timeout, reframe, None).await,
         Framing::UntilClose => {
             copy_until_close(origin, client, cfg.upstream_timeout, reframe).await
         }
@@ -826,18 +841,20 @@ pub(crate) async fn emit(
 }
 
 /// Copies exactly `n` body bytes from `src` (its buffer first) to `dst`.
+/// `clock`: a client's request body, held to the minimum body rate.
 async fn copy_length(
     src: &mut Conn,
     dst: &mut Conn,
     mut n: u64,
     timeout: Duration,
     chunked_out: bool,
+    clock: Option<&BodyClock>,
 ) -> Result<(), Side> {
     let mut spare: Vec<u8> = Vec::new();
     let mut scratch = Vec::with_capacity(16);
     while n > 0 {
         if src.buf.is_empty() {
-            fill(src, timeout).await?;
+            fill(src, clock.map_or(timeout, |c| c.read_timeout(src, timeout))).await?;
         }
         let data = if (src.buf.len() as u64) <= n {
             // Hand the whole buffer to the write: no copy.
@@ -865,6 +882,7 @@ async fn copy_chunked(
     dst: &mut Conn,
     timeout: Duration,
     chunked_out: bool,
+    clock: Option<&BodyClock>,
 ) -> Result<(), Side> {
     let mut dec = ChunkedDecoder::new();
     let mut data = Vec::with_capacity(crate::net::READ_CHUNK);
@@ -883,7 +901,7 @@ async fn copy_chunked(
                 return Ok(());
             }
         }
-        fill(src, timeout).await?;
+        fill(src, clock.map_or(timeout, |c| c.read_timeout(src, timeout))).await?;
     }
 }
 
