@@ -419,9 +419,17 @@ fn max_connections_refuses_cleanly() {
     ]);
     let maddr = p.metrics_addr();
     let mut a = Client::connect(p.addr);
-    assert_eq!(a.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    assert_eq!(
+        a.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
     let mut b = Client::connect(p.addr);
-    assert_eq!(b.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    assert_eq!(
+        b.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
     let mut c = Client::connect(p.addr);
     c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     let r = c.read_response("GET").expect("a 503");
@@ -429,12 +437,24 @@ fn max_connections_refuses_cleanly() {
     assert_eq!(r.header("retry-after"), Some("1"));
     assert!(c.wait_closed(Duration::from_secs(3)).is_ok());
     let m = scrape(maddr);
-    assert_eq!(metric(&m, "trackgate_connections_refused_total"), Some(1.0), "{m}");
+    assert_eq!(
+        metric(&m, "trackgate_connections_refused_total"),
+        Some(1.0),
+        "{m}"
+    );
     drop(a);
     std::thread::sleep(Duration::from_millis(200));
     let mut d = Client::connect(p.addr);
-    assert_eq!(d.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
-    assert_eq!(b.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    assert_eq!(
+        d.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    assert_eq!(
+        b.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
 }
 
 fn fds_of(pid: u32) -> usize {
@@ -455,7 +475,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// lowered on the running process with `prlimit --pid`.
 #[test]
 fn accept_backs_off_when_file_descriptors_run_out() {
-    if std::process::Command::new("prlimit").arg("--version").output().is_err() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         panic!("prlimit (util-linux) is needed for this test");
     }
     let p = Proc::start(&[("FORWARD_DESTINATION", "http://127.0.0.1:9")]);
@@ -480,14 +504,19 @@ fn accept_backs_off_when_file_descriptors_run_out() {
     // Two connections take the last descriptors; the rest wait in the backlog.
     let mut held: Vec<Client> = (0..2).map(|_| Client::connect(p.addr)).collect();
     for c in &mut held {
-        assert_eq!(c.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+        assert_eq!(
+            c.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .status,
+            200
+        );
     }
     let mut waiting: Vec<Client> = (0..5).map(|_| Client::connect(p.addr)).collect();
     for c in &mut waiting {
         c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     }
     assert!(
-        p.wait_log(&["accept failed, backing off"], Duration::from_secs(5)).is_some(),
+        p.wait_log(&["accept failed, backing off"], Duration::from_secs(5))
+            .is_some(),
         "no back-off logged: {}",
         p.logs()
     );
@@ -505,4 +534,55 @@ fn accept_backs_off_when_file_descriptors_run_out() {
         assert_eq!(r.status, 200);
     }
     assert!(p.child.as_ref().is_some());
+}
+
+/// `RATE_LIMIT_RPS` / `RATE_LIMIT_BURST`: per client network (/24), the
+/// tracking endpoints answer 429 with `Retry-After` once the burst is spent,
+/// counted in `rate_limited_total`; another network, a loopback client and
+/// proxied requests are not limited; the bucket refills.
+#[test]
+fn tracking_endpoints_are_rate_limited_per_network() {
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("RATE_LIMIT_RPS", "1"),
+        ("RATE_LIMIT_BURST", "3"),
+        ("TRUST_PROXY", "true"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let maddr = p.metrics_addr();
+    let from = |net: &str, path: &str| {
+        http(
+            p.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: {UA}\r\nX-Forwarded-For: {net}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let mut statuses = Vec::new();
+    for path in [
+        "/px.gif",
+        "/hmac/public-key",
+        "/hmac.js",
+        "/px.gif",
+        "/hmac.js",
+    ] {
+        statuses.push(from("198.51.100.7", path).status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let r = from("198.51.100.99", "/px.gif");
+    assert_eq!(r.status, 429, "same /24");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // Collect too (before its signature is even looked at).
+    let r = http(p.addr, b"POST /collect HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.7\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    assert_eq!(r.status, 429);
+    assert_eq!(from("198.51.101.7", "/px.gif").status, 200, "another /24");
+    for _ in 0..10 {
+        assert_eq!(from("198.51.100.7", "/page").status, 200, "proxied");
+        assert_eq!(get(p.addr, "/px.gif").status, 200, "loopback client");
+    }
+    let m = scrape(maddr);
+    assert_eq!(metric(&m, "trackgate_rate_limited_total"), Some(4.0), "{m}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(from("198.51.100.7", "/px.gif").status, 200, "refilled");
 }
