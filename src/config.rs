@@ -106,6 +106,7 @@ pub const VARS: &[Var] = &[
     v("MAX_CONNECTIONS", "10000", "client connections each core keeps open; a connection past it gets 503 and is closed"),
     v("RATE_LIMIT_RPS", "20", "tracking endpoints: requests per second per client IP bucket (/24, /48) on each core (0 = no limit)"),
     v("RATE_LIMIT_BURST", "100", "tracking endpoints: requests a client IP bucket may make at once on each core"),
+    v("DESYNC_MODE", "defensive", "strictest: refuse every ambiguous request (400); defensive: forward it normalised and close the origin connection after it"),
     v("TUNNEL_IDLE_TIMEOUT_S", "300", "close an upgraded (WebSocket) connection when no byte moved in one direction for this long"),
     v("SHUTDOWN_TIMEOUT_S", "10", "on SIGTERM: deadline for requests in flight and for sinks to drain"),
     v("ENABLE_HTTPS", "false", "TLS termination (not in this build: arrives with the TLS issue)"),
@@ -225,6 +226,8 @@ pub struct Config {
     /// `RATE_LIMIT_RPS` (0: no limit) and `RATE_LIMIT_BURST`.
     pub rate_limit_rps: u32,
     pub rate_limit_burst: u32,
+    /// `DESYNC_MODE`.
+    pub desync_mode: crate::http::desync::DesyncMode,
     pub shutdown_timeout: Duration,
     /// Warnings to log once logging is set up (e.g. WORKER_CONCURRENCY).
     pub warnings: Vec<String>,
@@ -811,6 +814,11 @@ impl Config {
             max_connections: r.parse("MAX_CONNECTIONS", "a count, at least 1", Some(1))?,
             rate_limit_rps: r.parse("RATE_LIMIT_RPS", "requests per second (0 = off)", None)?,
             rate_limit_burst: r.parse("RATE_LIMIT_BURST", "a count, at least 1", Some(1))?,
+            desync_mode: {
+                let raw = r.string("DESYNC_MODE");
+                crate::http::desync::DesyncMode::parse(&raw)
+                    .ok_or_else(|| err("DESYNC_MODE", &raw, "strictest or defensive"))?
+            },
             shutdown_timeout: r.secs("SHUTDOWN_TIMEOUT_S")?,
             warnings,
         })

@@ -11,6 +11,7 @@
 
 use crate::debug;
 use crate::http::chunked::{write_chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
+use crate::http::desync::ambiguity;
 use crate::http::head::{parse_response, Framing, Method, RequestHead, ResponseHead};
 use crate::http::response::{push_u64, Response};
 use crate::inject::decide;
@@ -96,6 +97,14 @@ pub async fn forward(
     let cfg = &core.shared.cfg;
     let mut req = Vec::with_capacity(1024);
     build_request_head(&mut req, core, head, peer, max_forwards);
+    // DESYNC_MODE=defensive (strictest never gets here): an ambiguous
+    // request tells the origin to close, and its connection is not reused.
+    let ambiguous = ambiguity(head).is_some();
+    if ambiguous && !head.is_upgrade() {
+        // Before the blank line that ends the head.
+        req.truncate(req.len() - 2);
+        req.extend_from_slice(b"Connection: close\r\n\r\n");
+    }
     let framing = head.framing();
     let retryable = head.method().is_idempotent() && matches!(framing, Framing::None);
 
@@ -325,7 +334,11 @@ pub async fn forward(
             false
         }
     };
-    if origin_ok && resp.keep_alive() && !matches!(origin_framing, Framing::UntilClose) {
+    if origin_ok
+        && !ambiguous
+        && resp.keep_alive()
+        && !matches!(origin_framing, Framing::UntilClose)
+    {
         core.pool.put(origin);
     }
     Forwarded {

@@ -9,6 +9,7 @@
 use super::cores::Core;
 use crate::debug;
 use crate::http::chunked::ChunkedDecoder;
+use crate::http::desync::{ambiguity, DesyncMode};
 use crate::http::head::{parse_request, Framing, Method, RequestHead};
 use crate::http::response::Response;
 use crate::metrics::labels::Route;
@@ -58,6 +59,23 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         };
         first = false;
         let t0 = Instant::now();
+        if let Some(why) = ambiguity(&head) {
+            core.metrics.desync_ambiguous.inc();
+            if core.shared.cfg.desync_mode == DesyncMode::Strictest {
+                debug!(
+                    "ambiguous request refused (DESYNC_MODE=strictest)",
+                    core = core.id,
+                    reason = why
+                );
+                Response::text(400, "ambiguous request refused (DESYNC_MODE=strictest)\n")
+                    .closing()
+                    .write(&mut out, false);
+                let _ = conn.send(&mut out).await;
+                core.metrics.request(Route::Rejected, 400, t0.elapsed());
+                answered_last = true;
+                break;
+            }
+        }
         let keep = match core.tracker.route(&head) {
             Some(local) => {
                 answer_locally(&core, &mut conn, &mut out, &head, local, peer_ip, t0).await
