@@ -201,10 +201,12 @@ impl Tracker {
             // X-Forwarded-For is not trusted would put every visitor in one
             // bucket.
             let limited = !canonical(ip).is_loopback();
-            if let Err(wait) = limited
-                .then(|| self.limiter.check(ip, std::time::Instant::now()))
-                .unwrap_or(Ok(()))
-            {
+            let checked = if limited {
+                self.limiter.check(ip, std::time::Instant::now())
+            } else {
+                Ok(())
+            };
+            if let Err(wait) = checked {
                 self.metrics.rate_limited.inc();
                 let resp = Response::json(429, br#"{"error":"rate limited"}"#.to_vec())
                     .header("Retry-After", wait.as_secs().to_string())
