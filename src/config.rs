@@ -976,6 +976,34 @@ mod tests {
     }
 
     #[test]
+    fn hardening_settings() {
+        use crate::http::desync::DesyncMode;
+        let c = load(Mode::Serve, BASE).expect("valid");
+        assert_eq!(c.desync_mode, DesyncMode::Defensive);
+        assert_eq!(c.body_timeout, Duration::from_secs(20));
+        assert_eq!(c.min_body_rate, 500);
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!((c.rate_limit_rps, c.rate_limit_burst), (20, 100));
+        let c = load(
+            Mode::Serve,
+            &with(&[("DESYNC_MODE", "strictest"), ("RATE_LIMIT_RPS", "0")]),
+        )
+        .expect("valid");
+        assert_eq!(c.desync_mode, DesyncMode::Strictest);
+        assert_eq!(c.rate_limit_rps, 0);
+        for (var, bad) in [
+            ("DESYNC_MODE", "monitor"),
+            ("MAX_CONNECTIONS", "0"),
+            ("RATE_LIMIT_BURST", "0"),
+            ("MIN_BODY_RATE_BPS", "-1"),
+            ("BODY_TIMEOUT_S", "0"),
+        ] {
+            let e = load(Mode::Serve, &with(&[(var, bad)])).expect_err(var);
+            assert_eq!(e.var, var);
+        }
+    }
+
+    #[test]
     fn every_var_has_help_and_unique_name() {
         let mut seen = std::collections::HashSet::new();
         for var in VARS {

@@ -37,24 +37,74 @@ fn runner() -> TestRunner {
 
 /// Pieces that matter to HTTP parsers, spliced in by the mutator.
 const TOKENS: &[&[u8]] = &[
-    b"\r\n", b"\n", b"\r", b"\r\n\r\n", b" ", b"\t", b":", b";", b",", b"\0", b"0", b"00",
-    b"ffffffffffffffff", b"fffffffffffffffff", b"-1", b"+1", b"Content-Length: ",
-    b"Transfer-Encoding: chunked", b"Transfer-Encoding: Chunked", b"Host: ", b"Host: a\r\n",
-    b"Connection: close", b"Expect: 100-continue", b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0",
-    b"GET ", b"POST ", b"http://", b"*", b"#", b"%00", b"\xff", b"\x7f", b"\"", b"=",
-    b"</body>", b"<body>", b"</html>", b"<!--", b"-->", b"<script>", b"</script>",
-    b"<![CDATA[", b"]]>", b"<textarea>", b"<plaintext>", b".",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\r\n\r\n",
+    b" ",
+    b"\t",
+    b":",
+    b";",
+    b",",
+    b"\0",
+    b"0",
+    b"00",
+    b"ffffffffffffffff",
+    b"fffffffffffffffff",
+    b"-1",
+    b"+1",
+    b"Content-Length: ",
+    b"Transfer-Encoding: chunked",
+    b"Transfer-Encoding: Chunked",
+    b"Host: ",
+    b"Host: a\r\n",
+    b"Connection: close",
+    b"Expect: 100-continue",
+    b"HTTP/1.1",
+    b"HTTP/1.0",
+    b"HTTP/2.0",
+    b"GET ",
+    b"POST ",
+    b"http://",
+    b"*",
+    b"#",
+    b"%00",
+    b"\xff",
+    b"\x7f",
+    b"\"",
+    b"=",
+    b"</body>",
+    b"<body>",
+    b"</html>",
+    b"<!--",
+    b"-->",
+    b"<script>",
+    b"</script>",
+    b"<![CDATA[",
+    b"]]>",
+    b"<textarea>",
+    b"<plaintext>",
+    b".",
 ];
 
 /// A seed, then up to 8 mutations of it.
 fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
     let ops = prop::collection::vec(
-        (0u8..5, any::<prop::sample::Index>(), any::<u8>(), any::<prop::sample::Index>()),
+        (
+            0u8..5,
+            any::<prop::sample::Index>(),
+            any::<u8>(),
+            any::<prop::sample::Index>(),
+        ),
         0..8,
     );
     (prop::sample::select(seeds), ops).prop_map(|(mut v, ops)| {
         for (op, at, byte, tok) in ops {
-            let i = if v.is_empty() { 0 } else { at.index(v.len() + 1) };
+            let i = if v.is_empty() {
+                0
+            } else {
+                at.index(v.len() + 1)
+            };
             match op {
                 0 if i < v.len() => v[i] = byte,
                 1 => v.insert(i, byte),
@@ -130,7 +180,11 @@ fn fuzz_request_heads() {
             prop_assert_eq!(parse_request(own), Ok(Some(h.clone())));
             for cut in 0..n {
                 let r = parse_request(&input[..cut]);
-                prop_assert!(!matches!(r, Ok(Some(_))), "accepted a prefix of {} bytes", cut);
+                prop_assert!(
+                    !matches!(r, Ok(Some(_))),
+                    "accepted a prefix of {} bytes",
+                    cut
+                );
             }
             prop_assert!(!own.contains(&0), "NUL in an accepted head");
             for (i, &b) in own.iter().enumerate() {
@@ -142,7 +196,10 @@ fn fuzz_request_heads() {
                 }
             }
             prop_assert!(h.headers().all(|(n, _)| !n.is_empty()));
-            prop_assert!(!matches!(h.framing(), Framing::UntilClose), "a request framed until close");
+            prop_assert!(
+                !matches!(h.framing(), Framing::UntilClose),
+                "a request framed until close"
+            );
             let _ = ambiguity(&h);
             Ok(())
         })
