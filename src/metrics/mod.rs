@@ -352,8 +352,8 @@ impl Registry {
                 (|m| &m.connections_accepted) as fn(&CoreMetrics) -> &Counter,
             ),
             (&CONNECTIONS_REFUSED, |m| &m.connections_refused),
-            (&RATE_LIMITED, |m| &m.rate_limited),
             (&DESYNC_AMBIGUOUS, |m| &m.desync_ambiguous),
+            (&RATE_LIMITED, |m| &m.rate_limited),
             (&BYTES_RECEIVED, |m| &m.bytes_received),
             (&BYTES_SENT, |m| &m.bytes_sent),
         ] {
