@@ -357,8 +357,11 @@ fn check_head(head: &[u8]) -> (Vec<String>, Option<usize>) {
     }
     for l in text.split("\r\n").skip(1) {
         if let Some((n, v)) = l.split_once(':') {
+            // trackgate's own connection header: `upgrade` for an upgrade
+            // request, `close` for one DESYNC_MODE=defensive forwards.
             if n.eq_ignore_ascii_case("connection")
                 && !(upgrade && v.trim().eq_ignore_ascii_case("upgrade"))
+                && !v.trim().eq_ignore_ascii_case("close")
             {
                 p.push(format!("hop-by-hop header forwarded: {l:?}"));
             }
