@@ -52,8 +52,7 @@ bench:
 # Long fuzz campaigns (proptest; cargo-fuzz needs nightly): request heads,
 # chunked decoding, the tg1 verifier and the HTML injector, FUZZ_CASES
 # mutated inputs each (about 8 minutes for all four on a 2-core machine at
-# the default, debug build). `make
-# test` runs 300 of each.
+# the default, debug build). `make test` runs 300 of each.
 FUZZ_CASES ?= 1000000
 fuzz:
 	TRACKGATE_FUZZ_CASES=$(FUZZ_CASES) TRACKGATE_VECTORS=$$( [ -d "$(VECTORS)" ] && echo "$(VECTORS)" ) $(CARGO) test --test fuzz -- --nocapture
