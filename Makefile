@@ -7,7 +7,7 @@ CARGO ?= cargo
 # External HTTP/1.1 test vectors beside the checkout, when present (CI has them).
 VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all build release demo test lint unit deps js bench clean
+.PHONY: all build release demo test lint unit deps js bench clean fuzz
 
 all: build
 
@@ -48,6 +48,14 @@ test: deps lint js
 
 bench:
 	$(CARGO) bench
+
+# Long fuzz campaigns (proptest; cargo-fuzz needs nightly): request heads,
+# chunked decoding, the tg1 verifier and the HTML injector, FUZZ_CASES
+# mutated inputs each (about 8 minutes for all four on a 2-core machine at
+# the default, debug build). `make test` runs 300 of each.
+FUZZ_CASES ?= 1000000
+fuzz:
+	TRACKGATE_FUZZ_CASES=$(FUZZ_CASES) TRACKGATE_VECTORS=$$( [ -d "$(VECTORS)" ] && echo "$(VECTORS)" ) $(CARGO) test --test fuzz -- --nocapture
 
 clean:
 	$(CARGO) clean

@@ -101,6 +101,12 @@ pub const VARS: &[Var] = &[
     v("UPSTREAM_DNS_TTL_S", "30", "re-resolve the origin's host name this often"),
     v("HEADER_TIMEOUT_S", "10", "deadline for a client's whole request head"),
     v("IDLE_TIMEOUT_S", "60", "close idle keep-alive client connections after this; also bounds each read of a request body and each write to a client"),
+    v("BODY_TIMEOUT_S", "20", "a request body gets this long, plus one second per MIN_BODY_RATE_BPS bytes received, before the connection is cut"),
+    v("MIN_BODY_RATE_BPS", "500", "least average rate of a request body after BODY_TIMEOUT_S, bytes per second (0 = no rate rule)"),
+    v("MAX_CONNECTIONS", "10000", "client connections each core keeps open; a connection past it gets 503 and is closed"),
+    v("RATE_LIMIT_RPS", "20", "tracking endpoints: requests per second per client IP bucket (/24, /48) on each core (0 = no limit)"),
+    v("RATE_LIMIT_BURST", "100", "tracking endpoints: requests a client IP bucket may make at once on each core"),
+    v("DESYNC_MODE", "defensive", "strictest: refuse every ambiguous request (400); defensive: forward it normalised and close the origin connection after it"),
     v("TUNNEL_IDLE_TIMEOUT_S", "300", "close an upgraded (WebSocket) connection when no byte moved in one direction for this long"),
     v("SHUTDOWN_TIMEOUT_S", "10", "on SIGTERM: deadline for requests in flight and for sinks to drain"),
     v("ENABLE_HTTPS", "false", "TLS termination (not in this build: arrives with the TLS issue)"),
@@ -212,6 +218,16 @@ pub struct Config {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub tunnel_idle_timeout: Duration,
+    /// `BODY_TIMEOUT_S` and `MIN_BODY_RATE_BPS` (0: no rate rule).
+    pub body_timeout: Duration,
+    pub min_body_rate: u64,
+    /// `MAX_CONNECTIONS`, per core.
+    pub max_connections: usize,
+    /// `RATE_LIMIT_RPS` (0: no limit) and `RATE_LIMIT_BURST`.
+    pub rate_limit_rps: u32,
+    pub rate_limit_burst: u32,
+    /// `DESYNC_MODE`.
+    pub desync_mode: crate::http::desync::DesyncMode,
     pub shutdown_timeout: Duration,
     /// Warnings to log once logging is set up (e.g. WORKER_CONCURRENCY).
     pub warnings: Vec<String>,
@@ -793,6 +809,16 @@ impl Config {
             header_timeout: r.secs("HEADER_TIMEOUT_S")?,
             idle_timeout: r.secs("IDLE_TIMEOUT_S")?,
             tunnel_idle_timeout: r.secs("TUNNEL_IDLE_TIMEOUT_S")?,
+            body_timeout: r.secs("BODY_TIMEOUT_S")?,
+            min_body_rate: r.parse("MIN_BODY_RATE_BPS", "bytes per second (0 = off)", None)?,
+            max_connections: r.parse("MAX_CONNECTIONS", "a count, at least 1", Some(1))?,
+            rate_limit_rps: r.parse("RATE_LIMIT_RPS", "requests per second (0 = off)", None)?,
+            rate_limit_burst: r.parse("RATE_LIMIT_BURST", "a count, at least 1", Some(1))?,
+            desync_mode: {
+                let raw = r.string("DESYNC_MODE");
+                crate::http::desync::DesyncMode::parse(&raw)
+                    .ok_or_else(|| err("DESYNC_MODE", &raw, "strictest or defensive"))?
+            },
             shutdown_timeout: r.secs("SHUTDOWN_TIMEOUT_S")?,
             warnings,
         })
@@ -946,6 +972,34 @@ mod tests {
             let e = load(Mode::Serve, &with(&[(var, val)])).unwrap_err();
             assert_eq!(e.var, var, "{val}");
             assert!(!e.to_string().contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn hardening_settings() {
+        use crate::http::desync::DesyncMode;
+        let c = load(Mode::Serve, BASE).expect("valid");
+        assert_eq!(c.desync_mode, DesyncMode::Defensive);
+        assert_eq!(c.body_timeout, Duration::from_secs(20));
+        assert_eq!(c.min_body_rate, 500);
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!((c.rate_limit_rps, c.rate_limit_burst), (20, 100));
+        let c = load(
+            Mode::Serve,
+            &with(&[("DESYNC_MODE", "strictest"), ("RATE_LIMIT_RPS", "0")]),
+        )
+        .expect("valid");
+        assert_eq!(c.desync_mode, DesyncMode::Strictest);
+        assert_eq!(c.rate_limit_rps, 0);
+        for (var, bad) in [
+            ("DESYNC_MODE", "monitor"),
+            ("MAX_CONNECTIONS", "0"),
+            ("RATE_LIMIT_BURST", "0"),
+            ("MIN_BODY_RATE_BPS", "-1"),
+            ("BODY_TIMEOUT_S", "0"),
+        ] {
+            let e = load(Mode::Serve, &with(&[(var, bad)])).expect_err(var);
+            assert_eq!(e.var, var);
         }
     }
 

@@ -376,3 +376,83 @@ fn close_delimited_response_reaches_an_http11_client_chunked() {
         2
     );
 }
+
+/// `DESYNC_MODE=strictest`: every ambiguous request (see
+/// `src/http/desync.rs`) is answered 400 and the connection closed, for
+/// proxied and tracking paths alike; the origin sees nothing. Plain
+/// requests pass.
+#[test]
+fn desync_strictest_refuses_ambiguous_requests() {
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("DESYNC_MODE", "strictest"),
+    ]);
+    let next = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (name, raw) in [
+        ("body on GET", format!("GET /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello{next}")),
+        ("CL leading zero", format!("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 05\r\n\r\nhello{next}")),
+        ("TE Chunked", format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n0\r\n\r\n{next}")),
+        ("host mismatch", format!("GET http://other.example/ HTTP/1.1\r\nHost: x\r\n\r\n{next}")),
+        ("underscore", format!("GET /a HTTP/1.1\r\nHost: x\r\nX_Forwarded_For: 1.2.3.4\r\n\r\n{next}")),
+        ("h2c", format!("GET /a HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n{next}")),
+        ("pixel with underscore", format!("GET /px.gif HTTP/1.1\r\nHost: x\r\nX_Y: 1\r\n\r\n{next}")),
+    ] {
+        let mut c = Client::connect(p.addr);
+        c.send(raw.as_bytes());
+        let r = c.read_response("GET").unwrap_or_else(|| panic!("{name}: no answer"));
+        assert_eq!(r.status, 400, "{name}");
+        assert!(c.wait_closed(Duration::from_secs(5)).is_ok(), "{name}: left open");
+    }
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+    assert_eq!(get(p.addr, "/plain").status, 200);
+    assert_eq!(get(p.addr, "/px.gif").status, 200);
+}
+
+/// `DESYNC_MODE=defensive` (the default): an ambiguous request is forwarded
+/// normalised, with `Connection: close` to the origin, and that origin
+/// connection is not reused (the next request opens a new one); a plain
+/// request reuses its connection. Counted in `desync_ambiguous_total`.
+#[test]
+fn desync_defensive_forwards_and_closes_the_origin_connection() {
+    use std::sync::atomic::Ordering;
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let maddr = p.metrics_addr();
+    let mut c = Client::connect(p.addr);
+    assert_eq!(c.request(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    assert_eq!(c.request(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    assert_eq!(
+        origin.connections.load(Ordering::SeqCst),
+        1,
+        "plain requests reuse"
+    );
+    let r = c.request(b"GET /body HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+    assert_eq!(r.status, 200);
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.request_line(), "GET /body HTTP/1.1");
+    assert_eq!(seen.body, b"hello");
+    assert_eq!(seen.header("connection").as_deref(), Some("close"));
+    assert_eq!(seen.header("content-length").as_deref(), Some("5"));
+    assert_eq!(c.request(b"GET /3 HTTP/1.1\r\nHost: x\r\n\r\n").status, 200);
+    assert_eq!(
+        origin.connections.load(Ordering::SeqCst),
+        2,
+        "the connection that carried the ambiguous request was reused"
+    );
+    // A leading-zero Content-Length is forwarded as a plain number.
+    let r = c.request(b"POST /z HTTP/1.1\r\nHost: x\r\nContent-Length: 003\r\n\r\nabc");
+    assert_eq!(r.status, 200);
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.header("content-length").as_deref(), Some("3"));
+    let m = scrape(maddr);
+    assert_eq!(
+        metric(&m, "trackgate_desync_ambiguous_total"),
+        Some(2.0),
+        "{m}"
+    );
+}

@@ -345,3 +345,244 @@ fn a_down_sink_loses_nothing_the_journal_holds_the_events() {
         Some(0.0)
     );
 }
+
+/// Sends `head`, then its body one byte a second; returns how long after the
+/// head the server closed the connection (`None`: still open after 10 s).
+fn trickle_body(addr: std::net::SocketAddr, head: &[u8]) -> Option<Duration> {
+    let mut c = Client::connect(addr);
+    c.send(head);
+    let mut writer = c.stream.try_clone().expect("clone");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = Arc::clone(&stop);
+    let t0 = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) && writer.write_all(b"x").is_ok() {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    let res = c.wait_closed(Duration::from_secs(10));
+    let took = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let _ = trickle.join();
+    res.ok().map(|_| took)
+}
+
+/// The minimum body rate: a client sending its body one byte a second is
+/// cut off once `BODY_TIMEOUT_S` has passed (plus the 2 ms a byte earns at
+/// `MIN_BODY_RATE_BPS=500`), on a forwarded request and on collect alike,
+/// although each byte arrives well within `IDLE_TIMEOUT_S`. The origin
+/// never receives a complete request.
+#[test]
+fn one_byte_a_second_body_is_cut_off() {
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("BODY_TIMEOUT_S", "2"),
+        ("MIN_BODY_RATE_BPS", "500"),
+        ("IDLE_TIMEOUT_S", "30"),
+    ]);
+    for (what, head) in [
+        (
+            "forwarded",
+            &b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"[..],
+        ),
+        (
+            "forwarded chunked",
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3e8\r\n",
+        ),
+        (
+            "collect",
+            b"POST /collect HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+        ),
+    ] {
+        let took = trickle_body(p.addr, head);
+        eprintln!("one byte a second, {what}: cut off after {took:?}");
+        let took = took.unwrap_or_else(|| panic!("{what}: still open after 10 s"));
+        assert!(
+            took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+            "{what}: cut off after {took:?}"
+        );
+    }
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+}
+
+/// `MAX_CONNECTIONS` per core: past it a new connection gets a clean 503
+/// with `Retry-After` and is closed, counted in `connections_refused_total`;
+/// once a connection closes, new ones are served again.
+#[test]
+fn max_connections_refuses_cleanly() {
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+        ("MAX_CONNECTIONS", "2"),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let maddr = p.metrics_addr();
+    let mut a = Client::connect(p.addr);
+    assert_eq!(
+        a.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    let mut b = Client::connect(p.addr);
+    assert_eq!(
+        b.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let r = c.read_response("GET").expect("a 503");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(c.wait_closed(Duration::from_secs(3)).is_ok());
+    let m = scrape(maddr);
+    assert_eq!(
+        metric(&m, "trackgate_connections_refused_total"),
+        Some(1.0),
+        "{m}"
+    );
+    drop(a);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut d = Client::connect(p.addr);
+    assert_eq!(
+        d.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+    assert_eq!(
+        b.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .status,
+        200
+    );
+}
+
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect(")") + 2..];
+    let f: Vec<&str> = after.split(' ').collect();
+    f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+}
+
+/// Out of file descriptors: `accept` fails with EMFILE; the core backs off
+/// (no spinning: under 0.3 s of CPU in 2 s), stays up, and serves the
+/// waiting connections once descriptors are free again. The limit is
+/// lowered on the running process with `prlimit --pid`.
+#[test]
+fn accept_backs_off_when_file_descriptors_run_out() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        panic!("prlimit (util-linux) is needed for this test");
+    }
+    let p = Proc::start(&[("FORWARD_DESTINATION", "http://127.0.0.1:9")]);
+    let pid = p.child.as_ref().expect("child").id();
+    let limit = fds_of(pid) + 2;
+    let set = |n: usize| {
+        let st = std::process::Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={n}:")])
+            .status()
+            .expect("prlimit");
+        assert!(st.success(), "prlimit --pid {pid} --nofile={n}:");
+    };
+    // The soft limit before: restored afterwards (the hard one is untouched).
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let soft: usize = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .expect("Max open files");
+    set(limit);
+    // Two connections take the last descriptors; the rest wait in the backlog.
+    let mut held: Vec<Client> = (0..2).map(|_| Client::connect(p.addr)).collect();
+    for c in &mut held {
+        assert_eq!(
+            c.request(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .status,
+            200
+        );
+    }
+    let mut waiting: Vec<Client> = (0..5).map(|_| Client::connect(p.addr)).collect();
+    for c in &mut waiting {
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    }
+    assert!(
+        p.wait_log(&["accept failed, backing off"], Duration::from_secs(5))
+            .is_some(),
+        "no back-off logged: {}",
+        p.logs()
+    );
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - t0;
+    let hz = 100; // USER_HZ on Linux
+    eprintln!("EMFILE: {used} ticks of CPU in 2 s while accept fails");
+    assert!(used * 10 < 3 * hz, "spinning: {used} ticks in 2 s");
+    // Descriptors come back: every waiting connection is answered.
+    drop(held);
+    set(soft);
+    for c in &mut waiting {
+        let r = c.read_response("GET").expect("answered after the back-off");
+        assert_eq!(r.status, 200);
+    }
+    assert!(p.child.as_ref().is_some());
+}
+
+/// `RATE_LIMIT_RPS` / `RATE_LIMIT_BURST`: per client network (/24), the
+/// tracking endpoints answer 429 with `Retry-After` once the burst is spent,
+/// counted in `rate_limited_total`; another network, a loopback client and
+/// proxied requests are not limited; the bucket refills.
+#[test]
+fn tracking_endpoints_are_rate_limited_per_network() {
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", &origin.url()),
+        ("RATE_LIMIT_RPS", "1"),
+        ("RATE_LIMIT_BURST", "3"),
+        ("TRUST_PROXY", "true"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let maddr = p.metrics_addr();
+    let from = |net: &str, path: &str| {
+        http(
+            p.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: t\r\nUser-Agent: {UA}\r\nX-Forwarded-For: {net}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    let mut statuses = Vec::new();
+    for path in [
+        "/px.gif",
+        "/hmac/public-key",
+        "/hmac.js",
+        "/px.gif",
+        "/hmac.js",
+    ] {
+        statuses.push(from("198.51.100.7", path).status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let r = from("198.51.100.99", "/px.gif");
+    assert_eq!(r.status, 429, "same /24");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // Collect too (before its signature is even looked at).
+    let r = http(p.addr, b"POST /collect HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 198.51.100.7\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    assert_eq!(r.status, 429);
+    assert_eq!(from("198.51.101.7", "/px.gif").status, 200, "another /24");
+    for _ in 0..10 {
+        assert_eq!(from("198.51.100.7", "/page").status, 200, "proxied");
+        assert_eq!(get(p.addr, "/px.gif").status, 200, "loopback client");
+    }
+    let m = scrape(maddr);
+    assert_eq!(metric(&m, "trackgate_rate_limited_total"), Some(4.0), "{m}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(from("198.51.100.7", "/px.gif").status, 200, "refilled");
+}

@@ -449,3 +449,317 @@ fn endless_interim_responses_are_cut_off() {
     let r = get(p.addr, "/");
     assert_eq!(r.status, 502);
 }
+
+// ---------------------------------------------------------------------------
+// Issue 7's checklist, one test per item not covered above.
+// ---------------------------------------------------------------------------
+
+/// RFC 9110 §7.6.2: OPTIONS and TRACE with `Max-Forwards: 0` are answered
+/// here (OPTIONS 200, TRACE 405: we never echo a request), a larger value
+/// reaches the origin less one, other methods pass it unchanged.
+#[test]
+fn max_forwards_on_options_and_trace() {
+    let origin = Origin::fixed(200, "text/plain", b"origin".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let r = http(
+        p.addr,
+        b"OPTIONS /x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    let r = http(
+        p.addr,
+        b"TRACE /x HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\n\r\n",
+    );
+    assert_eq!(r.status, 405);
+    let r = http(
+        p.addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\nMax-Forwards: x1\r\n\r\n",
+    );
+    assert_eq!(r.status, 400);
+    assert!(origin.requests().is_empty(), "{:?}", origin.requests());
+    let r = http(
+        p.addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\nMax-Forwards: 5\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "origin");
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.request_line(), "OPTIONS * HTTP/1.1");
+    assert_eq!(seen.header("max-forwards").as_deref(), Some("4"));
+    http(
+        p.addr,
+        b"GET /g HTTP/1.1\r\nHost: a\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n",
+    );
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.header("max-forwards").as_deref(), Some("0"));
+}
+
+/// Asterisk-form only for OPTIONS; absolute-form is rewritten to
+/// origin-form and its authority becomes Host (RFC 9112 §3.2.2).
+#[test]
+fn absolute_and_asterisk_form_targets() {
+    let origin = Origin::fixed(200, "text/plain", b"ok".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let r = http(p.addr, b"GET http://other.example/p?q=1 HTTP/1.1\r\nHost: ignored.example\r\nConnection: close\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let seen = origin.requests().pop().expect("seen");
+    assert_eq!(seen.request_line(), "GET /p?q=1 HTTP/1.1");
+    assert_eq!(seen.header("host").as_deref(), Some("other.example"));
+    let r = http(p.addr, b"GET * HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 400);
+    let r = http(
+        p.addr,
+        b"OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(origin.requests().len(), 2, "{:?}", origin.requests());
+    assert_eq!(origin.requests()[1].request_line(), "OPTIONS * HTTP/1.1");
+}
+
+/// 103 Early Hints reach an HTTP/1.1 client before the final response.
+#[test]
+fn early_hints_are_forwarded() {
+    let origin = Origin::start(|_req, s| {
+        let _ = s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n");
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    let first = c.read_head_raw().expect("103");
+    assert!(first.starts_with("HTTP/1.1 103"), "{first}");
+    assert!(
+        first
+            .to_ascii_lowercase()
+            .contains("link: </a.css>; rel=preload"),
+        "{first}"
+    );
+    let second = c.read_head_raw().expect("200");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+}
+
+/// 204 (and a 304, see above) carry no body whatever their Content-Length
+/// says: the answer comes at once and the connections stay usable.
+#[test]
+fn a_204_has_no_body() {
+    let origin = Origin::start(|req, s| {
+        if req.request_line().contains("/nc") {
+            let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n");
+        } else {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    let t0 = Instant::now();
+    assert_eq!(
+        c.request(b"GET /nc HTTP/1.1\r\nHost: a\r\n\r\n").status,
+        204
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the proxy waited for a 204 body"
+    );
+    let r = c.request(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!((r.status, r.text().as_str()), (200, "ok"));
+    assert_eq!(
+        origin.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+/// An upgrade request the origin answers with 200 stays HTTP: the next
+/// bytes on the connection are a request, not tunnel data.
+#[test]
+fn an_upgrade_answered_200_stays_http() {
+    let origin = Origin::fixed(200, "text/plain", b"plain".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    assert_eq!(r.status, 200);
+    let r = c.request(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let lines: Vec<String> = origin
+        .requests()
+        .iter()
+        .map(|s| s.request_line().to_string())
+        .collect();
+    assert_eq!(lines, ["GET /ws HTTP/1.1", "GET /second HTTP/1.1"]);
+}
+
+/// An origin that closes mid-body (length or chunked): the client's
+/// connection is closed (it cannot tell the body is short otherwise) and
+/// that origin connection is never used again. An invalid Content-Length
+/// from the origin is a 502.
+#[test]
+fn origin_closing_mid_body_or_framing_badly() {
+    let origin = Origin::start(|req, s| {
+        let line = req.request_line().to_string();
+        let out: &[u8] = if line.contains("/short") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b"
+        } else if line.contains("/midchunk") {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nonly"
+        } else if line.contains("/badcl") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\nx"
+        } else if line.contains("/twocl") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        };
+        let _ = s.write_all(out);
+        // Keep-alive only for the good answer; the broken ones close, which
+        // ends the short bodies.
+        !line.contains("/short") && !line.contains("/midchunk")
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    for path in ["/short", "/midchunk"] {
+        let mut c = Client::connect(p.addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let r = c.read_response("GET");
+        // Either a 502 or a response whose body never completes.
+        assert!(
+            r.as_ref().is_none_or(|r| r.status == 502),
+            "{path}: a complete response: {:?}",
+            r.map(|r| (r.status, r.text()))
+        );
+        assert!(
+            c.wait_closed(Duration::from_secs(5)).is_ok(),
+            "{path}: client connection left open"
+        );
+    }
+    for path in ["/badcl", "/twocl"] {
+        let before = origin.connections.load(std::sync::atomic::Ordering::SeqCst);
+        let mut c = Client::connect(p.addr);
+        let r = c.request(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 502, "{path}");
+        // The next request needs a new origin connection: the one that
+        // framed badly was not pooled.
+        let r = get(p.addr, "/good");
+        assert_eq!(r.status, 200);
+        let after = origin.connections.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(after > before, "{path}: the origin connection was reused");
+    }
+}
+
+/// Pipelined requests are answered in order; `Connection: close` on one of
+/// them ends the connection after its answer and what follows is never
+/// read (the origin never sees it).
+#[test]
+fn pipelined_requests_in_order_and_connection_close_honoured() {
+    let origin = Origin::start(|req, s| {
+        let body = req
+            .request_line()
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .to_string();
+        let _ = s.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        true
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    c.send(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET /healthz HTTP/1.1\r\nHost: a\r\n\r\nGET /4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\nGET /5 HTTP/1.1\r\nHost: a\r\n\r\n");
+    let got: Vec<String> = (0..4)
+        .map(|_| c.read_response("GET").expect("response").text())
+        .collect();
+    assert_eq!(got, ["/1", "/2", "ok\n", "/4"]);
+    assert!(c.wait_closed(Duration::from_secs(5)).is_ok());
+    let lines: Vec<String> = origin
+        .requests()
+        .iter()
+        .map(|s| s.request_line().to_string())
+        .collect();
+    assert_eq!(
+        lines,
+        ["GET /1 HTTP/1.1", "POST /2 HTTP/1.1", "GET /4 HTTP/1.1"]
+    );
+}
+
+/// Request trailers never reach the origin; the body does.
+#[test]
+fn request_trailers_are_dropped() {
+    let origin = Origin::fixed(200, "text/plain", b"ok".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    let r = c.request(b"POST /t HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n3\r\nabc\r\n0\r\nX-Sum: 123\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let r = c.request(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(r.status, 200);
+    let seen = origin.requests();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].body, b"abc");
+    assert!(seen[0].header("trailer").is_none());
+    assert!(!seen.iter().any(|s| s.head.contains("X-Sum")), "{seen:?}");
+    assert_eq!(seen[1].request_line(), "GET /after HTTP/1.1");
+}
+
+/// Chunk-size overflow and junk in a forwarded body: 400, connection closed,
+/// and the origin never receives a complete request.
+#[test]
+fn bad_chunk_sizes_are_refused() {
+    let origin = Origin::fixed(200, "text/plain", b"ok".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    for body in [
+        "fffffffffffffffff1\r\nx\r\n0\r\n\r\n",
+        "10000000000000000\r\nx\r\n0\r\n\r\n",
+        "3x\r\nabc\r\n0\r\n\r\n",
+        " 3\r\nabc\r\n0\r\n\r\n",
+        "-1\r\nabc\r\n0\r\n\r\n",
+        "3\r\nabcX0\r\n\r\n",
+    ] {
+        let mut c = Client::connect(p.addr);
+        c.send(format!("POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{body}GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let r = c.read_response("POST").expect("a response");
+        assert_eq!(r.status, 400, "{body:?}");
+        assert!(c.wait_closed(Duration::from_secs(5)).is_ok(), "{body:?}");
+        assert!(
+            origin.requests().is_empty(),
+            "{body:?}: {:?}",
+            origin.requests()
+        );
+    }
+}
+
+/// Every split of a message across two TCP segments gives the same result:
+/// a valid pipeline reaches the origin identically, a smuggling attempt is
+/// refused identically.
+#[test]
+fn every_split_across_segments_gives_the_same_result() {
+    let origin = Origin::fixed(200, "text/plain", b"ok".to_vec());
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let good: &[u8] = b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let bad: &[u8] = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n";
+    for (msg, want) in [(good, vec![200u16, 200]), (bad, vec![400])] {
+        for at in 1..msg.len() {
+            let before = origin.requests().len();
+            let mut c = Client::connect(p.addr);
+            c.stream.set_nodelay(true).expect("nodelay");
+            c.send(&msg[..at]);
+            std::thread::sleep(Duration::from_millis(3));
+            let _ = c.stream.write_all(&msg[at..]);
+            let mut statuses = Vec::new();
+            while let Some(r) = c.read_response("POST") {
+                statuses.push(r.status);
+            }
+            assert_eq!(statuses, want, "split at {at}");
+            let seen = origin.requests();
+            if want[0] == 200 {
+                assert_eq!(seen.len(), before + 2, "split at {at}");
+                assert_eq!(seen[before].body, b"abc", "split at {at}");
+            } else {
+                assert_eq!(seen.len(), before, "split at {at}: {seen:?}");
+            }
+        }
+    }
+}

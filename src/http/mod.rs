@@ -9,5 +9,6 @@
 //! tested, and the rest of the crate never sees an ambiguous message.
 
 pub mod chunked;
+pub mod desync;
 pub mod head;
 pub mod response;

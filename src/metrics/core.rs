@@ -20,6 +20,12 @@ pub struct CoreMetrics {
     pub connections_open: Gauge,
     /// `connections_accepted_total`.
     pub connections_accepted: Counter,
+    /// `connections_refused_total`.
+    pub connections_refused: Counter,
+    /// `rate_limited_total`.
+    pub rate_limited: Counter,
+    /// `desync_ambiguous_total`.
+    pub desync_ambiguous: Counter,
     /// `bytes_received_total` (from clients).
     pub bytes_received: Counter,
     /// `bytes_sent_total` (to clients).

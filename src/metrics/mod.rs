@@ -114,6 +114,12 @@ specs! {
         "Client connections currently open.";
     CONNECTIONS_ACCEPTED: Counter "connections_accepted_total" []
         "Client connections accepted.";
+    CONNECTIONS_REFUSED: Counter "connections_refused_total" []
+        "Client connections answered 503 and closed at once: MAX_CONNECTIONS reached on their core.";
+    DESYNC_AMBIGUOUS: Counter "desync_ambiguous_total" []
+        "Requests DESYNC_MODE counts as ambiguous (refused under strictest; forwarded with the origin connection closed after them under defensive).";
+    RATE_LIMITED: Counter "rate_limited_total" []
+        "Tracking requests answered 429: their client IP bucket was over RATE_LIMIT_RPS / RATE_LIMIT_BURST.";
     BYTES_RECEIVED: Counter "bytes_received_total" []
         "Bytes received from clients.";
     BYTES_SENT: Counter "bytes_sent_total" []
@@ -345,6 +351,9 @@ impl Registry {
                 &CONNECTIONS_ACCEPTED,
                 (|m| &m.connections_accepted) as fn(&CoreMetrics) -> &Counter,
             ),
+            (&CONNECTIONS_REFUSED, |m| &m.connections_refused),
+            (&DESYNC_AMBIGUOUS, |m| &m.desync_ambiguous),
+            (&RATE_LIMITED, |m| &m.rate_limited),
             (&BYTES_RECEIVED, |m| &m.bytes_received),
             (&BYTES_SENT, |m| &m.bytes_sent),
         ] {

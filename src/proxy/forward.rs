@@ -11,6 +11,7 @@
 
 use crate::debug;
 use crate::http::chunked::{write_chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
+use crate::http::desync::ambiguity;
 use crate::http::head::{parse_response, Framing, Method, RequestHead, ResponseHead};
 use crate::http::response::{push_u64, Response};
 use crate::inject::decide;
@@ -18,6 +19,7 @@ use crate::metrics::labels::{StatusClass, UpstreamError};
 use crate::net::Conn;
 use crate::proxy::hop::drop_header;
 use crate::proxy::inject;
+use crate::server::conn::BodyClock;
 use crate::server::cores::Core;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use std::net::IpAddr;
@@ -73,9 +75,36 @@ pub async fn forward(
         )
         .await;
     };
+    // Max-Forwards (RFC 9110 §7.6.2) on OPTIONS and TRACE: at 0 we are the
+    // final recipient; otherwise the origin gets the value less one.
+    let max_forwards = match max_forwards(head) {
+        Ok(m) => m,
+        Err(()) => {
+            let r = Response::text(400, "invalid Max-Forwards (one field, 1*DIGIT)\n").closing();
+            return reply(client, r, head).await;
+        }
+    };
+    if max_forwards == Some(0) {
+        // OPTIONS: an empty 200 about this hop. TRACE: we never echo a
+        // request back (cross-site tracing), so 405.
+        let r = if head.method() == Method::Trace {
+            Response::text(405, "TRACE is not answered by this proxy\n")
+        } else {
+            Response::new(200, "text/plain", Vec::new())
+        };
+        return reply(client, r.closing(), head).await;
+    }
     let cfg = &core.shared.cfg;
     let mut req = Vec::with_capacity(1024);
-    build_request_head(&mut req, core, head, peer);
+    build_request_head(&mut req, core, head, peer, max_forwards);
+    // DESYNC_MODE=defensive (strictest never gets here): an ambiguous
+    // request tells the origin to close, and its connection is not reused.
+    let ambiguous = ambiguity(head).is_some();
+    if ambiguous && !head.is_upgrade() {
+        // Before the blank line that ends the head.
+        req.truncate(req.len() - 2);
+        req.extend_from_slice(b"Connection: close\r\n\r\n");
+    }
     let framing = head.framing();
     let retryable = head.method().is_idempotent() && matches!(framing, Framing::None);
 
@@ -127,9 +156,21 @@ pub async fn forward(
         let sent = match framing {
             Framing::None | Framing::UntilClose => Ok(()),
             Framing::Length(n) => {
-                copy_length(client, &mut origin, n, cfg.idle_timeout, false).await
+                let clock = BodyClock::start(cfg, client);
+                copy_length(
+                    client,
+                    &mut origin,
+                    n,
+                    cfg.idle_timeout,
+                    false,
+                    Some(&clock),
+                )
+                .await
             }
-            Framing::Chunked => copy_chunked(client, &mut origin, cfg.idle_timeout, true).await,
+            Framing::Chunked => {
+                let clock = BodyClock::start(cfg, client);
+                copy_chunked(client, &mut origin, cfg.idle_timeout, true, Some(&clock)).await
+            }
         };
         match sent {
             Ok(()) => {}
@@ -293,7 +334,11 @@ pub async fn forward(
             false
         }
     };
-    if origin_ok && resp.keep_alive() && !matches!(origin_framing, Framing::UntilClose) {
+    if origin_ok
+        && !ambiguous
+        && resp.keep_alive()
+        && !matches!(origin_framing, Framing::UntilClose)
+    {
         core.pool.put(origin);
     }
     Forwarded {
@@ -343,8 +388,10 @@ async fn plain_copy(
     let reframe = out_framing == OutFraming::Chunked;
     let copied = match origin_framing {
         Framing::None => Ok(()),
-        Framing::Length(n) => copy_length(origin, client, n, cfg.upstream_timeout, reframe).await,
-        Framing::Chunked => copy_chunked(origin, client, cfg.upstream_timeout, reframe).await,
+        Framing::Length(n) => {
+            copy_length(origin, client, n, cfg.upstream_timeout, reframe, None).await
+        }
+        Framing::Chunked => copy_chunked(origin, client, cfg.upstream_timeout, reframe, None).await,
         Framing::UntilClose => {
             copy_until_close(origin, client, cfg.upstream_timeout, reframe).await
         }
@@ -395,7 +442,37 @@ async fn reply(client: &mut Conn, resp: Response, head: &RequestHead) -> Forward
 }
 
 /// The request head sent to the origin.
-fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: IpAddr) {
+/// The `Max-Forwards` of an OPTIONS or TRACE request (`None` for other
+/// methods or without the field); `Err` for a repeated field or a value
+/// that is not `1*DIGIT`. Values past `u32::MAX` count as `u32::MAX`.
+fn max_forwards(head: &RequestHead) -> Result<Option<u64>, ()> {
+    if !matches!(head.method(), Method::Options | Method::Trace) {
+        return Ok(None);
+    }
+    let mut values = head.headers_named(b"max-forwards");
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() || v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(());
+    }
+    let n = v
+        .iter()
+        .try_fold(0u64, |n, d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .unwrap_or(u64::MAX)
+        .min(u64::from(u32::MAX));
+    Ok(Some(n))
+}
+
+fn build_request_head(
+    out: &mut Vec<u8>,
+    core: &Core,
+    head: &RequestHead,
+    peer: IpAddr,
+    max_forwards: Option<u64>,
+) {
     let cfg = &core.shared.cfg;
     let dest = core.shared.upstream.as_deref().map(|u| &u.dest);
     out.extend_from_slice(head.method_bytes());
@@ -440,6 +517,7 @@ fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: 
         if name.eq_ignore_ascii_case(b"host")
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"expect")
+            || (max_forwards.is_some() && name.eq_ignore_ascii_case(b"max-forwards"))
             || drop_header(name, head.connection_tokens())
         {
             continue;
@@ -500,6 +578,11 @@ fn build_request_head(out: &mut Vec<u8>, core: &Core, head: &RequestHead, peer: 
         b"1.1 trackgate"
     });
     out.extend_from_slice(b"\r\n");
+    if let Some(n) = max_forwards {
+        out.extend_from_slice(b"Max-Forwards: ");
+        push_u64(out, n.saturating_sub(1));
+        out.extend_from_slice(b"\r\n");
+    }
     match head.framing() {
         Framing::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");
@@ -771,18 +854,20 @@ pub(crate) async fn emit(
 }
 
 /// Copies exactly `n` body bytes from `src` (its buffer first) to `dst`.
+/// `clock`: a client's request body, held to the minimum body rate.
 async fn copy_length(
     src: &mut Conn,
     dst: &mut Conn,
     mut n: u64,
     timeout: Duration,
     chunked_out: bool,
+    clock: Option<&BodyClock>,
 ) -> Result<(), Side> {
     let mut spare: Vec<u8> = Vec::new();
     let mut scratch = Vec::with_capacity(16);
     while n > 0 {
         if src.buf.is_empty() {
-            fill(src, timeout).await?;
+            fill(src, clock.map_or(timeout, |c| c.read_timeout(src, timeout))).await?;
         }
         let data = if (src.buf.len() as u64) <= n {
             // Hand the whole buffer to the write: no copy.
@@ -810,6 +895,7 @@ async fn copy_chunked(
     dst: &mut Conn,
     timeout: Duration,
     chunked_out: bool,
+    clock: Option<&BodyClock>,
 ) -> Result<(), Side> {
     let mut dec = ChunkedDecoder::new();
     let mut data = Vec::with_capacity(crate::net::READ_CHUNK);
@@ -828,7 +914,7 @@ async fn copy_chunked(
                 return Ok(());
             }
         }
-        fill(src, timeout).await?;
+        fill(src, clock.map_or(timeout, |c| c.read_timeout(src, timeout))).await?;
     }
 }
 

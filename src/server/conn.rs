@@ -9,6 +9,7 @@
 use super::cores::Core;
 use crate::debug;
 use crate::http::chunked::ChunkedDecoder;
+use crate::http::desync::{ambiguity, DesyncMode};
 use crate::http::head::{parse_request, Framing, Method, RequestHead};
 use crate::http::response::Response;
 use crate::metrics::labels::Route;
@@ -58,6 +59,23 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         };
         first = false;
         let t0 = Instant::now();
+        if let Some(why) = ambiguity(&head) {
+            core.metrics.desync_ambiguous.inc();
+            if core.shared.cfg.desync_mode == DesyncMode::Strictest {
+                debug!(
+                    "ambiguous request refused (DESYNC_MODE=strictest)",
+                    core = core.id,
+                    reason = why
+                );
+                Response::text(400, "ambiguous request refused (DESYNC_MODE=strictest)\n")
+                    .closing()
+                    .write(&mut out, false);
+                let _ = conn.send(&mut out).await;
+                core.metrics.request(Route::Rejected, 400, t0.elapsed());
+                answered_last = true;
+                break;
+            }
+        }
         let keep = match core.tracker.route(&head) {
             Some(local) => {
                 answer_locally(&core, &mut conn, &mut out, &head, local, peer_ip, t0).await
@@ -200,6 +218,51 @@ async fn read_cancelable(
     Ok(n)
 }
 
+/// The minimum body rate of one request body (`BODY_TIMEOUT_S`,
+/// `MIN_BODY_RATE_BPS`; the rule of Apache's `mod_reqtimeout`): the body
+/// may take `BODY_TIMEOUT_S` plus one second per `MIN_BODY_RATE_BPS` bytes
+/// received so far. A client that falls behind is cut off at the read that
+/// would wait past that, so one byte a second cannot hold a connection (and
+/// its origin connection) for long.
+pub struct BodyClock {
+    start: Instant,
+    /// `bytes_in` of the connection before the first body byte.
+    base: u64,
+    grace: Duration,
+    rate: u64,
+}
+
+impl BodyClock {
+    /// Starts the clock for the body that follows the head just consumed
+    /// (body bytes already buffered count as received).
+    pub fn start(cfg: &crate::config::Config, conn: &Conn) -> BodyClock {
+        BodyClock {
+            start: Instant::now(),
+            base: conn.bytes_in.saturating_sub(conn.buf.len() as u64),
+            grace: cfg.body_timeout,
+            rate: cfg.min_body_rate,
+        }
+    }
+
+    /// How long the next read of `conn` may wait: `idle`, or less when the
+    /// body would fall behind its rate (zero once it has).
+    pub fn read_timeout(&self, conn: &Conn, idle: Duration) -> Duration {
+        self.allowed(conn.bytes_in.saturating_sub(self.base))
+            .saturating_sub(self.start.elapsed())
+            .min(idle)
+    }
+
+    /// Time from the body's start by which `received` bytes are on time.
+    fn allowed(&self, received: u64) -> Duration {
+        if self.rate == 0 {
+            return Duration::MAX;
+        }
+        let earned = Duration::from_secs(received / self.rate)
+            + Duration::from_nanos((received % self.rate) * 1_000_000_000 / self.rate);
+        self.grace.saturating_add(earned)
+    }
+}
+
 /// Why a local request's body could not be read.
 pub enum BodyError {
     /// Over `MAX_BODY_BYTES`: 413, then close.
@@ -219,6 +282,7 @@ pub async fn read_body(
     limit: usize,
 ) -> Result<Vec<u8>, BodyError> {
     let timeout = core.shared.cfg.idle_timeout;
+    let clock = BodyClock::start(&core.shared.cfg, conn);
     match head.framing() {
         Framing::None | Framing::UntilClose => Ok(Vec::new()),
         Framing::Length(n) => {
@@ -230,7 +294,7 @@ pub async fn read_body(
                 send_continue(conn).await?;
             }
             while conn.buf.len() < n {
-                read_some(conn, timeout).await?;
+                read_some(conn, clock.read_timeout(conn, timeout)).await?;
             }
             let body = conn.buf[..n].to_vec();
             conn.consume(n);
@@ -255,7 +319,7 @@ pub async fn read_body(
                         return Ok(body);
                     }
                 }
-                read_some(conn, timeout).await?;
+                read_some(conn, clock.read_timeout(conn, timeout)).await?;
             }
         }
     }
@@ -311,4 +375,34 @@ async fn answer_locally(
     core.metrics
         .request(local.route(), resp.status, t0.elapsed());
     ok && !close
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(grace: u64, rate: u64) -> BodyClock {
+        BodyClock {
+            start: Instant::now(),
+            base: 0,
+            grace: Duration::from_secs(grace),
+            rate,
+        }
+    }
+
+    #[test]
+    fn body_allowance_grows_with_bytes_received() {
+        let c = clock(20, 500);
+        assert_eq!(c.allowed(0), Duration::from_secs(20));
+        assert_eq!(c.allowed(500), Duration::from_secs(21));
+        assert_eq!(c.allowed(750), Duration::from_millis(21_500));
+        // One byte a second earns 2 ms a byte: far behind after the grace.
+        assert_eq!(c.allowed(20), Duration::from_millis(20_040));
+        assert_eq!(clock(20, 0).allowed(0), Duration::MAX);
+        assert_eq!(
+            clock(20, 1).allowed(u64::MAX),
+            Duration::MAX,
+            "saturates, never overflows"
+        );
+    }
 }

@@ -238,6 +238,12 @@ async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     core.metrics.connections_accepted.inc();
+                    if core.open.get() >= core.shared.cfg.max_connections {
+                        core.metrics.connections_refused.inc();
+                        debug!("MAX_CONNECTIONS reached: 503", core = core.id);
+                        monoio::spawn(refuse(stream));
+                        continue;
+                    }
                     let c = Rc::clone(core);
                     monoio::spawn(conn::serve(c, stream, peer));
                 }
@@ -254,6 +260,32 @@ async fn accept_loop(core: &Rc<Core>, listener: &TcpListener) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// A connection past `MAX_CONNECTIONS`: a 503 that says to come back in a
+/// second, then close. Nothing of the request is read; the write gets one
+/// second (a client that does not read is simply closed).
+async fn refuse(mut stream: monoio::net::TcpStream) {
+    use monoio::io::AsyncWriteRentExt;
+    const BODY: &str = "503 Service Unavailable: too many connections, retry shortly\n";
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = monoio::time::timeout(Duration::from_secs(1), stream.write_all(msg.into_bytes())).await;
+    let _ = monoio::io::AsyncWriteRent::shutdown(&mut stream).await;
+    // Read what the client sent (at most 64 KiB, half a second) before the
+    // descriptor closes: closing with unread input sends a reset, which can
+    // destroy the 503 before the client reads it.
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    for _ in 0..4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match monoio::time::timeout(left, monoio::io::AsyncReadRent::read(&mut stream, buf)).await {
+            Ok((Ok(n), b)) if n > 0 => buf = b,
+            _ => break,
         }
     }
 }

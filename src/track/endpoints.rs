@@ -16,13 +16,14 @@ use crate::metrics::sinks::SinkHealth;
 use crate::server::Shared;
 use crate::sink::ack::AckError;
 use crate::sink::{Batch, SinkHandle, SubmitError};
-use crate::track::client_ip::client_ip;
+use crate::track::client_ip::{canonical, client_ip};
 use crate::track::collect::{encode_collect, CollectError};
 use crate::track::event::{self, Auth, AuthKind, EventFields, RequestCtx, Source};
 use crate::track::ids::Rng;
 use crate::track::ipmode::{render_ip, IpHasher, IpMode};
 use crate::track::json;
 use crate::track::pixel;
+use crate::track::ratelimit::RateLimiter;
 use crate::track::script;
 use crate::track::token::{AuthError, Kind, Signer};
 use std::borrow::Cow;
@@ -88,6 +89,8 @@ pub struct Tracker {
     hasher: RefCell<IpHasher>,
     rng: RefCell<Rng>,
     paths: Paths,
+    /// `RATE_LIMIT_RPS` / `RATE_LIMIT_BURST` for this core.
+    limiter: RateLimiter,
 }
 
 /// What every event and token of one request needs to know about its client.
@@ -123,6 +126,7 @@ impl Tracker {
         );
         let hasher = RefCell::new(IpHasher::new(&cfg.ip_hash_secret));
         let rng = Rng::from_os().map_err(|e| format!("cannot seed the id generator: {e}"))?;
+        let limiter = RateLimiter::new(cfg.rate_limit_rps, cfg.rate_limit_burst);
         Ok(Tracker {
             shared,
             sinks,
@@ -131,6 +135,7 @@ impl Tracker {
             hasher,
             rng: RefCell::new(rng),
             paths,
+            limiter,
         })
     }
 
@@ -181,6 +186,37 @@ impl Tracker {
         body: Vec<u8>,
         peer: IpAddr,
     ) -> Response {
+        // Rate limit (RATE_LIMIT_RPS): the tracking endpoints only, keyed by
+        // the client's network as tokens see it.
+        if matches!(
+            local,
+            Local::Pixel | Local::Collect | Local::Stealth | Local::PublicKey | Local::HmacJs
+        ) {
+            let ip = client_ip(
+                peer,
+                head.headers_named(b"x-forwarded-for"),
+                &self.shared.cfg.trusted_proxies,
+            );
+            // Loopback is never limited: a load balancer on this host whose
+            // X-Forwarded-For is not trusted would put every visitor in one
+            // bucket.
+            let limited = !canonical(ip).is_loopback();
+            let checked = if limited {
+                self.limiter.check(ip, std::time::Instant::now())
+            } else {
+                Ok(())
+            };
+            if let Err(wait) = checked {
+                self.metrics.rate_limited.inc();
+                let resp = Response::json(429, br#"{"error":"rate limited"}"#.to_vec())
+                    .header("Retry-After", wait.as_secs().to_string())
+                    .header("Cache-Control", "no-store");
+                return match local {
+                    Local::Pixel => resp,
+                    _ => self.cors(head, resp),
+                };
+            }
+        }
         let resp = match local {
             Local::Pixel => self.pixel(head, peer),
             Local::Collect => self.collect(head, body, peer, Source::Collect).await,

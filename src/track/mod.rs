@@ -9,5 +9,6 @@ pub mod ids;
 pub mod ipmode;
 pub mod json;
 pub mod pixel;
+pub mod ratelimit;
 pub mod script;
 pub mod token;
