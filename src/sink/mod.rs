@@ -857,10 +857,13 @@ mod tests {
     }
 
     fn config(t: &Tmp, max_bytes: u64, capacity: usize) -> SinkConfig {
-        let defaults = crate::config::Config::from_lookup(crate::config::Mode::Serve, &|k| {
-            (k == "FORWARD_DESTINATION").then(|| "http://127.0.0.1:9".to_string())
-        })
-        .expect("defaults");
+        let defaults =
+            crate::config::Config::from_lookup(crate::config::Mode::Serve, &|k| match k {
+                "FORWARD_DESTINATION" => Some("http://127.0.0.1:9".to_string()),
+                "HMAC_SECRET" => Some("0123456789abcdef0123456789abcdef".to_string()),
+                _ => None,
+            })
+            .expect("defaults");
         SinkConfig {
             outputs: vec![Output::Log],
             queue_capacity: capacity,
