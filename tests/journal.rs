@@ -7,10 +7,7 @@ mod common;
 use common::sinks::*;
 use common::*;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A DATA_DIR and an event file that outlive one process.
@@ -64,71 +61,6 @@ fn wait_all(path: &Path, want: &HashSet<String>, within: Duration) -> Vec<String
             return missing;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Clients posting collect batches (and pixels) until told to stop or the
-/// process goes away. Returns the ids that got a 202 and the pixel types
-/// that got a GIF.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<HashSet<String>>>,
-    pixels: Arc<Mutex<HashSet<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, token: &str, clients: u64) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(HashSet::new()));
-        let pixels = Arc::new(Mutex::new(HashSet::new()));
-        let threads = (0..clients)
-            .map(|c| {
-                let (stop, acked, pixels) = (stop.clone(), acked.clone(), pixels.clone());
-                let token = token.to_string();
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let ids: Vec<String> =
-                            (0..3).map(|k| event_id(c << 32 | (n * 3 + k))).collect();
-                        let req = collect_req(&token, &ids, 40);
-                        match send(addr, &req) {
-                            Some((202, _)) => acked.lock().expect("lock").extend(ids),
-                            Some(_) => {}
-                            None => break,
-                        }
-                        let kind = format!("px-{c}-{n}");
-                        let px = format!(
-                            "GET /px.gif?e={kind} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-                        );
-                        match send(addr, px.as_bytes()) {
-                            Some((200, t)) if t.contains("image/gif") => {
-                                pixels.lock().expect("lock").insert(kind);
-                            }
-                            Some(_) => {}
-                            None => break,
-                        }
-                        n += 1;
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            acked,
-            pixels,
-            threads,
-        }
-    }
-
-    fn finish(self) -> (HashSet<String>, HashSet<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        let a = self.acked.lock().expect("lock").clone();
-        let p = self.pixels.lock().expect("lock").clone();
-        (a, p)
     }
 }
 

@@ -2,8 +2,11 @@
 //! known ids, sent on fresh connections.
 
 use super::{public_key_token, UA};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A valid UUID naming test event `n`.
@@ -50,4 +53,69 @@ pub fn token(addr: SocketAddr) -> String {
         .as_str()
         .expect("token")
         .to_string()
+}
+
+/// Clients posting collect batches (and pixels) until told to stop or the
+/// process goes away. Returns the ids that got a 202 and the pixel types
+/// that got a GIF.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<HashSet<String>>>,
+    pixels: Arc<Mutex<HashSet<String>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, token: &str, clients: u64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(HashSet::new()));
+        let pixels = Arc::new(Mutex::new(HashSet::new()));
+        let threads = (0..clients)
+            .map(|c| {
+                let (stop, acked, pixels) = (stop.clone(), acked.clone(), pixels.clone());
+                let token = token.to_string();
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let ids: Vec<String> =
+                            (0..3).map(|k| event_id(c << 32 | (n * 3 + k))).collect();
+                        let req = collect_req(&token, &ids, 40);
+                        match send(addr, &req) {
+                            Some((202, _)) => acked.lock().expect("lock").extend(ids),
+                            Some(_) => {}
+                            None => break,
+                        }
+                        let kind = format!("px-{c}-{n}");
+                        let px = format!(
+                            "GET /px.gif?e={kind} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+                        );
+                        match send(addr, px.as_bytes()) {
+                            Some((200, t)) if t.contains("image/gif") => {
+                                pixels.lock().expect("lock").insert(kind);
+                            }
+                            Some(_) => {}
+                            None => break,
+                        }
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            acked,
+            pixels,
+            threads,
+        }
+    }
+
+    pub fn finish(self) -> (HashSet<String>, HashSet<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let a = self.acked.lock().expect("lock").clone();
+        let p = self.pixels.lock().expect("lock").clone();
+        (a, p)
+    }
 }
