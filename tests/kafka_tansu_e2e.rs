@@ -122,3 +122,54 @@ fn ten_thousand_events_per_codec_through_the_binary_to_tansu() {
         assert_eq!(p.stop(), 0);
     }
 }
+
+/// Figures for PERFORMANCE.md, not a check: events/s the Kafka sink sustains
+/// through the binary against tansu, per codec. Run in release:
+/// `cargo test --release --test kafka_tansu_e2e -- --ignored --nocapture figures`.
+#[test]
+#[ignore]
+fn figures_kafka_events_per_second() {
+    const N: u64 = 100_000;
+    let Some(bin) = tansu_or_skip("figures_kafka_events_per_second") else {
+        return;
+    };
+    let broker = Tansu::start(bin);
+    for (k, codec) in Compression::ALL.into_iter().enumerate() {
+        let topic = format!("trackgate-figures-{}", codec.as_str());
+        broker.create_topic(&topic, 3);
+        let dir = TempDir::new("kafka-figures");
+        let data = dir.path().join("data").display().to_string();
+        let brokers = broker.brokers();
+        let p = Proc::start(&[
+            ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+            ("OUTPUTS", "kafka"),
+            ("KAFKA_BROKERS", &brokers),
+            ("KAFKA_TOPIC", &topic),
+            ("KAFKA_COMPRESSION", codec.as_str()),
+            ("DATA_DIR", &data),
+            ("METRICS_ENABLED", "true"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
+        ]);
+        let tok = token(p.addr);
+        let maddr = p.metrics_addr();
+        let series = r#"trackgate_sink_events_acknowledged_total{sink="kafka"}"#;
+        // Warm-up: the connection and the topic's metadata.
+        post_many(p.addr, &tok, (k as u64) << 40, 100, 1, 100);
+        wait_metric(maddr, series, 100.0, Duration::from_secs(30));
+        let t0 = Instant::now();
+        let (acked, _) = post_many(p.addr, &tok, ((k as u64) << 40) + 1000, N, 8, 100);
+        let posted = t0.elapsed();
+        assert_eq!(acked.len() as u64, N, "{}", p.logs());
+        let got = wait_metric(maddr, series, (N + 100) as f64, Duration::from_secs(300));
+        let took = t0.elapsed();
+        assert_eq!(got, (N + 100) as f64, "{}", p.logs());
+        eprintln!(
+            "FIGURE kafka sink -> tansu, {:<6}: {N} events posted in {:.2} s, all acknowledged after {:.2} s = {:.0} events/s",
+            codec.as_str(),
+            posted.as_secs_f64(),
+            took.as_secs_f64(),
+            N as f64 / took.as_secs_f64()
+        );
+        assert_eq!(p.stop(), 0);
+    }
+}

@@ -292,3 +292,51 @@ fn graceful_restart_under_load_loses_nothing_in_postgres_or_the_log() {
     );
     assert_eq!(p.stop(), 0);
 }
+
+/// Figures for PERFORMANCE.md, not a check: events/s the PostgreSQL sink
+/// sustains through the binary (`OUTPUTS=postgres`, COPY + ON CONFLICT),
+/// first with new events, then with the same events again (all duplicates,
+/// skipped by the dedupe). Run in release:
+/// `cargo test --release --test postgres -- --ignored --nocapture figures`.
+#[test]
+#[ignore]
+fn figures_postgres_events_per_second() {
+    const N: u64 = 100_000;
+    let c = TestCluster::start();
+    let dir = TempDir::new("pg-figures");
+    let data = dir.path().join("data").display().to_string();
+    let dead = dir.path().join("dead.ndjson").display().to_string();
+    let dsn = c.dsn("postgres");
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+        ("OUTPUTS", "postgres"),
+        ("PG_DSN", &dsn),
+        ("PG_DEAD_LETTER", &dead),
+        ("DATA_DIR", &data),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let tok = token(p.addr);
+    let maddr = p.metrics_addr();
+    let series = r#"trackgate_sink_events_acknowledged_total{sink="postgres"}"#;
+    for (round, what) in [
+        (1.0, "new events"),
+        (2.0, "the same events again (duplicates)"),
+    ] {
+        let t0 = Instant::now();
+        let (acked, _) = post_many(p.addr, &tok, 0, N, 8, 100);
+        let posted = t0.elapsed();
+        assert_eq!(acked.len() as u64, N, "{}", p.logs());
+        let got = wait_metric(maddr, series, round * N as f64, Duration::from_secs(300));
+        let took = t0.elapsed();
+        assert_eq!(got, round * N as f64, "{}", p.logs());
+        eprintln!(
+            "FIGURE postgres sink, {what}: {N} events posted in {:.2} s, all committed after {:.2} s = {:.0} events/s",
+            posted.as_secs_f64(),
+            took.as_secs_f64(),
+            N as f64 / took.as_secs_f64()
+        );
+    }
+    assert_eq!(count(&c, "count(*)"), N);
+    assert_eq!(p.stop(), 0);
+}

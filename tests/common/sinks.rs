@@ -119,3 +119,70 @@ impl Load {
         (a, p)
     }
 }
+
+/// Posts events `base..base+n` from `clients` threads, `per_request` events
+/// per collect request (fresh connection each); the ids that got a 202, and
+/// the 202s' latencies.
+pub fn post_many(
+    addr: SocketAddr,
+    token: &str,
+    base: u64,
+    n: u64,
+    clients: u64,
+    per_request: u64,
+) -> (HashSet<String>, Vec<std::time::Duration>) {
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let token = token.to_string();
+            std::thread::spawn(move || {
+                let mut acked = HashSet::new();
+                let mut waits = Vec::new();
+                let mut i = c * per_request;
+                while i < n {
+                    let ids: Vec<String> = (i..(i + per_request).min(n))
+                        .map(|k| event_id(base + k))
+                        .collect();
+                    let req = collect_req(&token, &ids, 40);
+                    let t0 = std::time::Instant::now();
+                    if let Some((202, _)) = send(addr, &req) {
+                        waits.push(t0.elapsed());
+                        acked.extend(ids);
+                    }
+                    i += clients * per_request;
+                }
+                (acked, waits)
+            })
+        })
+        .collect();
+    let mut acked = HashSet::new();
+    let mut waits = Vec::new();
+    for t in threads {
+        let (a, w) = t.join().expect("client");
+        acked.extend(a);
+        waits.extend(w);
+    }
+    (acked, waits)
+}
+
+/// Scrapes `maddr` until `series` is at least `want` (or `within` passed);
+/// returns its last value.
+pub fn wait_metric(maddr: SocketAddr, series: &str, want: f64, within: std::time::Duration) -> f64 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let v = super::metric(&super::scrape(maddr), series).unwrap_or(0.0);
+        if v >= want || std::time::Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The `q` quantile (0..=1) of `d`, in milliseconds.
+pub fn quantile_ms(d: &mut [std::time::Duration], q: f64) -> f64 {
+    if d.is_empty() {
+        return 0.0;
+    }
+    d.sort_unstable();
+    let i = ((d.len() - 1) as f64 * q).round() as usize;
+    d[i].as_secs_f64() * 1000.0
+}
