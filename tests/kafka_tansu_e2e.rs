@@ -3,7 +3,9 @@
 //! each `KAFKA_COMPRESSION` codec, 10,000 collect events are posted and
 //! consumed back from the topic: every event that got a 202 is there, keyed
 //! by its `event_id`, with the `event_type`, `schema=v1` and `source`
-//! headers, and its value is the event trackgate journaled.
+//! headers, and its value is the event trackgate journaled. And `kill -9`
+//! under load with durable acks: after the restart every acknowledged event
+//! is on the topic.
 
 mod common;
 mod kafka_support;
@@ -172,4 +174,75 @@ fn figures_kafka_events_per_second() {
         );
         assert_eq!(p.stop(), 0);
     }
+}
+
+/// `kill -9` under load with `ACK_MODE=durable` and `OUTPUTS=log,kafka`:
+/// after the restart every event that got a 202 is on the topic (and in the
+/// log), duplicates allowed.
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_event_on_the_topic() {
+    let Some(bin) = tansu_or_skip("kill_9_under_load_loses_no_acknowledged_event_on_the_topic")
+    else {
+        return;
+    };
+    let broker = Tansu::start(bin);
+    let topic = "trackgate-kill9";
+    broker.create_topic(topic, 3);
+    let brokers = broker.brokers();
+    let dir = TempDir::new("kafka-kill9");
+    let data = dir.path().join("data").display().to_string();
+    let log = dir.path().join("events.ndjson");
+    let log_path = log.display().to_string();
+    let env: Vec<(&str, &str)> = vec![
+        ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+        ("OUTPUTS", "log,kafka"),
+        ("ACK_MODE", "durable"),
+        ("CORES", "2"),
+        ("KAFKA_BROKERS", &brokers),
+        ("KAFKA_TOPIC", topic),
+        ("KAFKA_CONFIG", "linger.ms=5"),
+        ("DATA_DIR", &data),
+        ("LOG_PATH", &log_path),
+    ];
+    let p = Proc::start(&env);
+    let load = Load::start(p.addr, &token(p.addr), 4);
+    std::thread::sleep(Duration::from_millis(2000));
+    p.signal(libc::SIGKILL);
+    let (acked, _) = load.finish();
+    drop(p);
+    assert!(acked.len() > 100, "too little load: {}", acked.len());
+
+    let p = Proc::start(&env);
+    let ids: Vec<String> = acked.iter().cloned().collect();
+    let got = consume_all(&brokers, topic, &ids, 0, Duration::from_secs(120));
+    let ours: Vec<_> = got
+        .into_iter()
+        .filter(|r| r.key.as_deref().is_some_and(|k| acked.contains(k)))
+        .collect();
+    check_records(&ours);
+    let (missing, dups) = tally(&ours, &ids);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events missing from the topic after kill -9: {}",
+        missing.len(),
+        ids.len(),
+        p.logs()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let in_log = loop {
+        let in_log: HashSet<String> = read_events(&log)
+            .iter()
+            .filter_map(|e| e["event_id"].as_str().map(str::to_string))
+            .collect();
+        if acked.is_subset(&in_log) || Instant::now() > deadline {
+            break in_log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(acked.difference(&in_log).count(), 0, "missing from the log");
+    eprintln!(
+        "kill -9 under load (log,kafka): {} acknowledged, all on the topic after the restart ({dups} duplicates)",
+        acked.len()
+    );
+    assert_eq!(p.stop(), 0);
 }
