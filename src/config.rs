@@ -71,6 +71,7 @@ pub const VARS: &[Var] = &[
     v("KAFKA_SASL_PASSWORD", "", "SASL password (never printed)"),
     v("KAFKA_TLS_CA", "", "PEM file of CAs signing the brokers' certificates (enables TLS)"),
     v("KAFKA_TLS_SKIP_VERIFY", "false", "TLS without certificate chain or host name checks (logged loudly; enables TLS)"),
+    v("KAFKA_DEAD_LETTER", "./data/kafka.dead.ndjson", "NDJSON file (fsynced) for events the Kafka brokers refuse for good (too large...), each with the error"),
     v("KAFKA_CONFIG", "", "other librdkafka properties, k=v comma list, e.g. linger.ms=20,batch.num.messages=10000"),
     v("CORES", "", "number of cores to run on: the first N CPUs of the affinity mask (default all)"),
     v("TRUST_PROXY", "false", "take the client IP from X-Forwarded-For when the peer is trusted"),

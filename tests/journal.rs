@@ -7,10 +7,7 @@ mod common;
 use common::sinks::*;
 use common::*;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A DATA_DIR and an event file that outlive one process.
@@ -64,71 +61,6 @@ fn wait_all(path: &Path, want: &HashSet<String>, within: Duration) -> Vec<String
             return missing;
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Clients posting collect batches (and pixels) until told to stop or the
-/// process goes away. Returns the ids that got a 202 and the pixel types
-/// that got a GIF.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<HashSet<String>>>,
-    pixels: Arc<Mutex<HashSet<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, token: &str, clients: u64) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(HashSet::new()));
-        let pixels = Arc::new(Mutex::new(HashSet::new()));
-        let threads = (0..clients)
-            .map(|c| {
-                let (stop, acked, pixels) = (stop.clone(), acked.clone(), pixels.clone());
-                let token = token.to_string();
-                std::thread::spawn(move || {
-                    let mut n = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        let ids: Vec<String> =
-                            (0..3).map(|k| event_id(c << 32 | (n * 3 + k))).collect();
-                        let req = collect_req(&token, &ids, 40);
-                        match send(addr, &req) {
-                            Some((202, _)) => acked.lock().expect("lock").extend(ids),
-                            Some(_) => {}
-                            None => break,
-                        }
-                        let kind = format!("px-{c}-{n}");
-                        let px = format!(
-                            "GET /px.gif?e={kind} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-                        );
-                        match send(addr, px.as_bytes()) {
-                            Some((200, t)) if t.contains("image/gif") => {
-                                pixels.lock().expect("lock").insert(kind);
-                            }
-                            Some(_) => {}
-                            None => break,
-                        }
-                        n += 1;
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            acked,
-            pixels,
-            threads,
-        }
-    }
-
-    fn finish(self) -> (HashSet<String>, HashSet<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        let a = self.acked.lock().expect("lock").clone();
-        let p = self.pixels.lock().expect("lock").clone();
-        (a, p)
     }
 }
 
@@ -411,4 +343,59 @@ fn queued_acks_answer_at_enqueue_and_still_deliver() {
         "{m}"
     );
     assert_eq!(metric(&m, "trackgate_journal_events_total"), Some(3.0));
+}
+
+/// Figures for PERFORMANCE.md, not a check: journal throughput (events
+/// journaled per second while 8 clients post 100 events per request) and
+/// the latency of a collect's 202 (1 client, 10 events per request) with
+/// `ACK_MODE=queued`, and `durable` at `JOURNAL_FSYNC_MS` 5 (the default)
+/// and 0. Run in release:
+/// `cargo test --release --test journal -- --ignored --nocapture figures`.
+#[test]
+#[ignore]
+fn figures_journal_throughput_and_ack_latency() {
+    const N: u64 = 100_000;
+    for (k, (mode, fsync_ms)) in [("queued", "5"), ("durable", "5"), ("durable", "0")]
+        .into_iter()
+        .enumerate()
+    {
+        let place = Place::new("figures");
+        let p = place.start(&[("ACK_MODE", mode), ("JOURNAL_FSYNC_MS", fsync_ms)]);
+        let tok = token(p.addr);
+        let base = (k as u64) << 40;
+        let t0 = Instant::now();
+        let (acked, _) = post_many(p.addr, &tok, base, N, 8, 100);
+        let posted = t0.elapsed();
+        assert_eq!(acked.len() as u64, N, "{}", p.logs());
+        let journaled = wait_metric(
+            p.metrics_addr(),
+            "trackgate_journal_events_total",
+            N as f64,
+            Duration::from_secs(60),
+        );
+        let journal_s = t0.elapsed();
+        // Latency: one client, sequential requests of 10 events.
+        let (_, mut waits) = post_many(p.addr, &tok, base + N, 20_000, 1, 10);
+        let m = scrape(p.metrics_addr());
+        let avg = |name: &str| {
+            let sum = metric(&m, &format!("{name}_sum")).unwrap_or(0.0);
+            let count = metric(&m, &format!("{name}_count")).unwrap_or(0.0);
+            (sum / count.max(1.0) * 1000.0, count)
+        };
+        let (fsync_avg, fsyncs) = avg("trackgate_journal_fsync_duration_seconds");
+        let (ack_wait_avg, ack_waits) = avg("trackgate_journal_ack_wait_seconds");
+        eprintln!(
+            "FIGURE ACK_MODE={mode} JOURNAL_FSYNC_MS={fsync_ms}: {N} events (8 clients x 100/request) \
+             posted in {:.2} s, journaled after {:.2} s = {:.0} events/s; 202 latency (1 client, 10 \
+             events/request, {} requests) p50 {:.2} ms p99 {:.2} ms; fsync avg {fsync_avg:.2} ms over \
+             {fsyncs} group commits; journal ack wait avg {ack_wait_avg:.2} ms over {ack_waits} acks",
+            posted.as_secs_f64(),
+            journal_s.as_secs_f64(),
+            journaled / journal_s.as_secs_f64(),
+            waits.len(),
+            quantile_ms(&mut waits, 0.5),
+            quantile_ms(&mut waits, 0.99),
+        );
+        assert_eq!(p.stop(), 0);
+    }
 }

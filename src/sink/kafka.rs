@@ -4,14 +4,31 @@
 //! [`KafkaSink::deliver`] produces one record per event (key `event_id`,
 //! value the event's JSON, headers `event_type`, `schema=v1` and `source`)
 //! and then serves the producer's delivery reports until every record of the
-//! call has one. It returns `Ok` only when all of them succeeded; a failed or
-//! timed-out record makes the whole call an `Err`, so the runner produces the
-//! same events again from the journal (at-least-once: a duplicate carries the
-//! same key). The wait is bounded by librdkafka's `message.timeout.ms`, after
+//! call has one. It returns `Ok` only when each record was acknowledged or
+//! isolated as poison (below); any other failed or timed-out record makes the
+//! whole call an `Err`, so the runner produces the same events again from the
+//! journal (at-least-once: a duplicate carries the same key). The wait is
+//! bounded by librdkafka's `message.timeout.ms`, after
 //! which librdkafka itself fails every record it still holds. A producer that
 //! hit a fatal error (idempotence) is dropped and built again on the next
 //! call. The broker is never needed at construction: librdkafka connects
 //! lazily and keeps reconnecting.
+//!
+//! Poison events: a record refused for a reason that belongs to that record
+//! ([`is_poison`]: too large for the producer's `message.max.bytes` or the
+//! topic's `max.message.bytes`, a record or timestamp the broker refuses)
+//! would fail every redelivery and stall the sink behind it. When every
+//! failure of a call is of that kind, the failed records are produced again
+//! in halves (librdkafka fails a whole produce request, so innocent
+//! neighbours share the error) until each refused record is alone; those go
+//! to the dead-letter file (`KAFKA_DEAD_LETTER`, fsynced before `deliver`
+//! returns) with the error, and are counted in [`Delivered::dead_lettered`].
+//! Refusals about the topic or the producer (authorization, unknown topic)
+//! concern every event: they are returned as `Err` (kind `rejected`) and the
+//! events wait in the journal until the operator fixes the brokers, rather
+//! than turning the whole stream into dead letters. A dead-letter line is
+//! `{"dead_lettered_at":"<RFC 3339>","topic":"…","error":"…","event":"<the
+//! event line, as a JSON string>"}`.
 //!
 //! The producer is a [`BaseProducer`] polled on the sink's own thread: no
 //! async runtime, no extra polling thread, and the delivery callback runs
@@ -79,6 +96,12 @@ pub enum KafkaError {
     /// The producer hit a fatal error (e.g. the idempotent producer lost
     /// its producer id); it is dropped and built again on the next call.
     Fatal { code: String, reason: String },
+    /// Appending to the dead-letter file failed (the events stay in the
+    /// journal and are produced again).
+    DeadLetter {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// Not every delivery report arrived within `message.timeout.ms` plus
     /// [`REPORT_SLACK`], or by the deadline of [`KafkaSink::deliver_until`];
     /// the records were purged from the producer.
@@ -98,7 +121,7 @@ impl KafkaError {
                 SinkFailure::Open
             }
             KafkaError::ReportsMissing { .. } => SinkFailure::Connect,
-            KafkaError::Fatal { .. } => SinkFailure::Write,
+            KafkaError::Fatal { .. } | KafkaError::DeadLetter { .. } => SinkFailure::Write,
             KafkaError::Enqueue { error: e, .. } | KafkaError::Undelivered { first: e, .. } => {
                 if is_connection(e) {
                     SinkFailure::Connect
@@ -138,6 +161,24 @@ fn is_connection(e: &RdError) -> bool {
     )
 }
 
+/// Refusals that belong to one record, not to the topic or the producer:
+/// the same record is refused again however often it is produced, while the
+/// other events go through. Topic-wide refusals (authorization, unknown or
+/// invalid topic) are not here: they would make every event a dead letter.
+/// Neither is a corrupt message (`InvalidMessage`, a CRC mismatch on the
+/// way), which producing again fixes.
+pub fn is_poison(e: &RdError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidTimestamp
+        )
+    )
+}
+
 /// Errors that producing the same record again cannot fix.
 fn is_permanent(e: &RdError) -> bool {
     matches!(
@@ -147,6 +188,8 @@ fn is_permanent(e: &RdError) -> bool {
                 | RDKafkaErrorCode::InvalidMessage
                 | RDKafkaErrorCode::InvalidMessageSize
                 | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidTimestamp
                 | RDKafkaErrorCode::InvalidTopic
                 | RDKafkaErrorCode::TopicAuthorizationFailed
                 | RDKafkaErrorCode::ClusterAuthorizationFailed
@@ -232,6 +275,12 @@ impl fmt::Display for KafkaError {
                 }
                 f.write_str("; the events stay in the journal and are produced again")
             }
+            KafkaError::DeadLetter { path, source } => write!(
+                f,
+                "cannot append events Kafka refuses to the dead-letter file {} \
+                 (KAFKA_DEAD_LETTER): {source}; the events stay in the journal and are produced again",
+                path.display()
+            ),
         }
     }
 }
@@ -271,6 +320,7 @@ impl std::error::Error for KafkaError {
             KafkaError::Create(e)
             | KafkaError::Enqueue { error: e, .. }
             | KafkaError::Undelivered { first: e, .. } => Some(e.as_ref()),
+            KafkaError::DeadLetter { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -283,8 +333,8 @@ struct Reports {
     /// up) are ignored.
     generation: usize,
     pending: usize,
-    failed: usize,
-    first_error: Option<RdError>,
+    /// Each failed record: its index in the call's events, and the error.
+    failed: Vec<(usize, RdError)>,
 }
 
 /// The producer's callbacks: delivery reports, global errors and
@@ -309,11 +359,24 @@ impl Context {
         }
     }
 
-    /// Records not yet reported, records failed, the first failure.
-    fn state(&self) -> (usize, usize, Option<RdError>) {
+    /// Records not yet reported.
+    fn pending(&self) -> usize {
+        self.reports.lock().map_or(0, |r| r.pending)
+    }
+
+    /// A record the producer refused to queue: it gets no report.
+    fn refused(&self, index: usize, error: RdError) {
+        if let Ok(mut r) = self.reports.lock() {
+            r.pending = r.pending.saturating_sub(1);
+            r.failed.push((index, error));
+        }
+    }
+
+    /// The failed records of the current call.
+    fn take_failed(&self) -> Vec<(usize, RdError)> {
         match self.reports.lock() {
-            Ok(r) => (r.pending, r.failed, r.first_error.clone()),
-            Err(_) => (0, 1, Some(RdError::Canceled)),
+            Ok(mut r) => std::mem::take(&mut r.failed),
+            Err(_) => vec![(0, RdError::Canceled)],
         }
     }
 
@@ -367,10 +430,12 @@ impl ClientContext for Context {
 }
 
 impl ProducerContext for Context {
-    /// The `generation` of the `deliver` call that produced the record.
-    type DeliveryOpaque = usize;
+    /// The `generation` of the attempt that produced the record, and the
+    /// record's index in that attempt's events.
+    type DeliveryOpaque = Box<(usize, usize)>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, generation: usize) {
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: Box<(usize, usize)>) {
+        let (generation, index) = *tag;
         let Ok(mut r) = self.reports.lock() else {
             return;
         };
@@ -379,10 +444,7 @@ impl ProducerContext for Context {
         }
         r.pending -= 1;
         if let Err((e, _)) = result {
-            r.failed += 1;
-            if r.first_error.is_none() {
-                r.first_error = Some(e.clone());
-            }
+            r.failed.push((index, e.clone()));
         }
     }
 }
@@ -530,20 +592,77 @@ impl KafkaSink {
         if self.producer.is_none() {
             self.producer = Some(self.create()?);
         }
-        let result = self.produce_all(events, deadline);
-        if result.is_err() {
-            if let Some(fatal) = self.drop_if_fatal() {
-                return Err(fatal);
-            }
+        let all: Vec<usize> = (0..events.len()).collect();
+        let mut written = 0;
+        let mut dead = Vec::new();
+        if let Err(e) = self.isolate(events, &all, deadline, &mut written, &mut dead) {
+            return Err(self.drop_if_fatal().unwrap_or(e));
         }
-        result
+        if !dead.is_empty() {
+            self.append_dead_letters(events, &dead)?;
+        }
+        Ok(Delivered {
+            written,
+            dead_lettered: dead.len() as u64,
+            ..Delivered::default()
+        })
     }
 
+    /// Produces `events[i]` for each `i` in `which`. When every record that
+    /// failed was refused as poison ([`is_poison`]), produces the failed ones
+    /// again in halves until each refused record is alone, and puts those in
+    /// `dead` (index and error). Any other failure is an `Err`.
+    fn isolate(
+        &mut self,
+        events: &[&[u8]],
+        which: &[usize],
+        deadline: Option<Instant>,
+        written: &mut u64,
+        dead: &mut Vec<(usize, String)>,
+    ) -> Result<(), KafkaError> {
+        let batch: Vec<&[u8]> = which.iter().map(|&i| events[i]).collect();
+        let failed = self.produce_all(&batch, deadline)?;
+        *written += (which.len() - failed.len()) as u64;
+        if failed.is_empty() {
+            return Ok(());
+        }
+        if let Some((_, first)) = failed.iter().find(|(_, e)| !is_poison(e)) {
+            return Err(KafkaError::Undelivered {
+                failed: failed.len(),
+                total: which.len(),
+                first: Box::new(first.clone()),
+                broker: self
+                    .producer
+                    .as_ref()
+                    .map(|p| p.context().last_error())
+                    .unwrap_or_default(),
+                topic: self.cfg.topic.clone(),
+                timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        if let [(i, e)] = failed.as_slice() {
+            // Alone in its produce request and still refused: the record
+            // itself is what the brokers refuse.
+            dead.push((which[*i], e.to_string()));
+            return Ok(());
+        }
+        let mut again: Vec<usize> = failed.iter().map(|(i, _)| which[*i]).collect();
+        again.sort_unstable();
+        let (a, b) = again.split_at(again.len() / 2);
+        self.isolate(events, a, deadline, written, dead)?;
+        self.isolate(events, b, deadline, written, dead)
+    }
+
+    /// Produces every event once and waits for every delivery report.
+    /// Returns the records that failed (index into `events`, error); records
+    /// the producer refused to queue as poison are among them. `Err` when
+    /// not every report arrived in time or the producer refused a record for
+    /// another reason.
     fn produce_all(
         &mut self,
         events: &[&[u8]],
         stop_at: Option<Instant>,
-    ) -> Result<Delivered, KafkaError> {
+    ) -> Result<Vec<(usize, RdError)>, KafkaError> {
         let Some(producer) = self.producer.as_ref() else {
             return Err(KafkaError::Create(Box::new(RdError::Canceled)));
         };
@@ -557,7 +676,7 @@ impl KafkaSink {
         let mut deadline = cap(started + bound);
         for (i, event) in events.iter().enumerate() {
             let meta = RecordMeta::of(event);
-            let mut record = BaseRecord::with_opaque_to(&self.cfg.topic, generation)
+            let mut record = BaseRecord::with_opaque_to(&self.cfg.topic, Box::new((generation, i)))
                 .payload(*event)
                 .headers(meta.headers());
             if let Some(id) = &meta.event_id {
@@ -581,6 +700,11 @@ impl KafkaSink {
                         record = back;
                         producer.poll(POLL_STEP);
                     }
+                    Err((error, _)) if is_poison(&error) => {
+                        // Larger than the producer's message.max.bytes.
+                        ctx.refused(i, error);
+                        break;
+                    }
                     Err((error, _)) => {
                         return Err(KafkaError::Enqueue {
                             event_id: meta.event_id.clone(),
@@ -594,28 +718,56 @@ impl KafkaSink {
             deadline = cap(Instant::now() + bound);
         }
         loop {
-            let (pending, failed, first) = ctx.state();
-            if pending == 0 {
-                if let Some(first) = first.filter(|_| failed > 0) {
-                    return Err(KafkaError::Undelivered {
-                        failed,
-                        total: events.len(),
-                        first: Box::new(first),
-                        broker: ctx.last_error(),
-                        topic: self.cfg.topic.clone(),
-                        timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-                    });
-                }
-                return Ok(Delivered {
-                    written: events.len() as u64,
-                    ..Delivered::default()
-                });
+            if ctx.pending() == 0 {
+                return Ok(ctx.take_failed());
             }
             if Instant::now() >= deadline {
-                return Err(self.give_up(pending, events.len(), started.elapsed()));
+                return Err(self.give_up(ctx.pending(), events.len(), started.elapsed()));
             }
             producer.poll(POLL_STEP);
         }
+    }
+
+    /// Appends one NDJSON line per dead event and fsyncs the file.
+    fn append_dead_letters(
+        &self,
+        events: &[&[u8]],
+        dead: &[(usize, String)],
+    ) -> Result<(), KafkaError> {
+        let path = &self.cfg.dead_letter;
+        let fail = |source| KafkaError::DeadLetter {
+            path: path.clone(),
+            source,
+        };
+        let mut out = Vec::new();
+        let now = crate::clock::unix_millis();
+        for (i, error) in dead {
+            crate::warn!(
+                "kafka refuses an event; written to the dead-letter file",
+                topic = self.cfg.topic,
+                error = error,
+                file = path.display()
+            );
+            out.extend_from_slice(b"{\"dead_lettered_at\":\"");
+            crate::clock::write_rfc3339_millis(&mut out, now);
+            out.extend_from_slice(b"\",\"topic\":");
+            crate::track::json::write_str(&mut out, self.cfg.topic.as_bytes());
+            out.extend_from_slice(b",\"error\":");
+            crate::track::json::write_str(&mut out, error.as_bytes());
+            out.extend_from_slice(b",\"event\":");
+            crate::track::json::write_str(&mut out, events[*i]);
+            out.extend_from_slice(b"}\n");
+        }
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(fail)?;
+        std::io::Write::write_all(&mut file, &out).map_err(fail)?;
+        file.sync_data().map_err(fail)
     }
 
     /// Purges what librdkafka still holds (its reports, if they come, belong

@@ -3,6 +3,8 @@
 //! its high watermark, with `assign()`: no consumer-group join to wait for).
 #![allow(dead_code)]
 
+pub mod tansu;
+
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};

@@ -121,7 +121,13 @@ pub struct KafkaConfig {
     pub tls_skip_verify: bool,
     /// `KAFKA_CONFIG`, in order.
     pub extra: Vec<(String, String)>,
+    /// `KAFKA_DEAD_LETTER`: the NDJSON file events the brokers refuse for
+    /// good are appended to (see the module documentation of the sink).
+    pub dead_letter: PathBuf,
 }
+
+/// `KAFKA_DEAD_LETTER`'s default.
+pub const DEFAULT_DEAD_LETTER: &str = "./data/kafka.dead.ndjson";
 
 impl KafkaConfig {
     /// The settings for brokers at `brokers` with every other variable at
@@ -137,6 +143,7 @@ impl KafkaConfig {
             tls_ca: None,
             tls_skip_verify: false,
             extra: Vec::new(),
+            dead_letter: PathBuf::from(DEFAULT_DEAD_LETTER),
         }
     }
 
@@ -263,6 +270,14 @@ impl KafkaConfig {
         };
         let tls_skip_verify = boolean("KAFKA_TLS_SKIP_VERIFY", get)?;
         let extra = parse_extra(&get("KAFKA_CONFIG").unwrap_or_default())?;
+        let dead_letter = PathBuf::from(get("KAFKA_DEAD_LETTER").unwrap_or_default());
+        if dead_letter.as_os_str().is_empty() {
+            return Err(err(
+                "KAFKA_DEAD_LETTER",
+                "",
+                "a file path for events the Kafka brokers refuse for good, e.g. ./data/kafka.dead.ndjson",
+            ));
+        }
 
         Ok(KafkaConfig {
             brokers,
@@ -274,6 +289,7 @@ impl KafkaConfig {
             tls_ca,
             tls_skip_verify,
             extra,
+            dead_letter,
         })
     }
 
@@ -473,6 +489,12 @@ mod tests {
         assert_eq!(prop(&c, "security.protocol").as_deref(), Some("PLAINTEXT"));
         assert_eq!(prop(&c, "compression.type").as_deref(), Some("none"));
         assert_eq!(prop(&c, "message.timeout.ms").as_deref(), Some("30000"));
+        assert_eq!(c.dead_letter, PathBuf::from("./data/kafka.dead.ndjson"));
+        let c = parse(&[("KAFKA_DEAD_LETTER", "/var/lib/trackgate/kafka.dead")]).unwrap();
+        assert_eq!(
+            c.dead_letter,
+            PathBuf::from("/var/lib/trackgate/kafka.dead")
+        );
     }
 
     #[test]

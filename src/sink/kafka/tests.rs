@@ -75,6 +75,34 @@ fn error_kinds_separate_connection_from_refusal() {
 }
 
 #[test]
+fn only_refusals_of_one_record_are_poison() {
+    let code = |c| RdError::MessageProduction(c);
+    for c in [
+        RDKafkaErrorCode::MessageSizeTooLarge,
+        RDKafkaErrorCode::MessageBatchTooLarge,
+        RDKafkaErrorCode::InvalidRecord,
+        RDKafkaErrorCode::InvalidTimestamp,
+    ] {
+        assert!(is_poison(&code(c)), "{c:?}");
+    }
+    // About the topic or the producer (every event would be dead), or fixed
+    // by producing again.
+    for c in [
+        RDKafkaErrorCode::TopicAuthorizationFailed,
+        RDKafkaErrorCode::ClusterAuthorizationFailed,
+        RDKafkaErrorCode::UnknownTopic,
+        RDKafkaErrorCode::UnknownTopicOrPartition,
+        RDKafkaErrorCode::InvalidTopic,
+        RDKafkaErrorCode::InvalidMessage,
+        RDKafkaErrorCode::MessageTimedOut,
+        RDKafkaErrorCode::NotEnoughReplicas,
+        RDKafkaErrorCode::OutOfOrderSequenceNumber,
+    ] {
+        assert!(!is_poison(&code(c)), "{c:?}");
+    }
+}
+
+#[test]
 fn every_sasl_mechanism_is_built_in() {
     for mechanism in [
         SaslMechanism::Plain,
