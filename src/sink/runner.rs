@@ -33,6 +33,8 @@ const TICK: Duration = Duration::from_millis(50);
 /// A sink writes its checkpoint at most this often while delivering (and
 /// whenever it goes idle, and when it stops).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// Most events per Kafka delivery (librdkafka's `batch.num.messages`).
+const KAFKA_BATCH: usize = 10_000;
 /// A group commit closes early past this many buffered bytes.
 const GROUP_BYTES: u64 = 4 * 1024 * 1024;
 
@@ -104,8 +106,11 @@ impl Downstream {
         match self {
             Downstream::Log(_) => (default, Duration::ZERO),
             Downstream::Postgres(s) => (s.config().batch_size, s.config().flush_interval),
-            // librdkafka batches on its own (`linger.ms`).
-            Downstream::Kafka(_) => (default, Duration::ZERO),
+            // librdkafka batches on its own (`linger.ms`), but a delivery
+            // waits for every report: a small one pays a linger and a round
+            // trip per few events, so a Kafka delivery takes up to
+            // librdkafka's own batch (`batch.num.messages`, 10,000).
+            Downstream::Kafka(_) => (default.max(KAFKA_BATCH), Duration::ZERO),
         }
     }
 
