@@ -13,26 +13,10 @@ use common::sinks::*;
 use common::*;
 use kafka_support::{check_records, consume_all, tally};
 use rdkafka::mocking::MockCluster;
-use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 const TOPIC: &str = "gotrack.events";
 const BROKERS: i32 = 3;
-
-/// Posts `n` events in batches of 10 from id `from`; the ids that got a 202.
-fn post(addr: SocketAddr, token: &str, from: u64, n: u64) -> HashSet<String> {
-    let mut acked = HashSet::new();
-    let mut i = from;
-    while i < from + n {
-        let ids: Vec<String> = (i..(i + 10).min(from + n)).map(event_id).collect();
-        if let Some((202, _)) = send(addr, &collect_req(token, &ids, 20)) {
-            acked.extend(ids.iter().cloned());
-        }
-        i += 10;
-    }
-    acked
-}
 
 #[test]
 fn brokers_down_past_the_message_timeout_lose_no_acknowledged_event() {
@@ -53,12 +37,12 @@ fn brokers_down_past_the_message_timeout_lose_no_acknowledged_event() {
     ]);
     let token = token(p.addr);
 
-    let mut acked = post(p.addr, &token, 0, 1000);
+    let mut acked = post_one_by_one(p.addr, &token, 0, 1000);
     assert_eq!(acked.len(), 1000, "{}", p.logs());
     for b in 1..=BROKERS {
         c.broker_down(b).expect("broker down");
     }
-    acked.extend(post(p.addr, &token, 1000, 1000));
+    acked.extend(post_one_by_one(p.addr, &token, 1000, 1000));
     assert_eq!(acked.len(), 2000, "the journal acknowledges: {}", p.logs());
     // Longer than message.timeout.ms: librdkafka gives the records up and
     // the sink must deliver them again from the journal.
@@ -72,7 +56,7 @@ fn brokers_down_past_the_message_timeout_lose_no_acknowledged_event() {
     for b in 1..=BROKERS {
         c.broker_up(b).expect("broker up");
     }
-    acked.extend(post(p.addr, &token, 2000, 500));
+    acked.extend(post_one_by_one(p.addr, &token, 2000, 500));
     assert_eq!(acked.len(), 2500);
 
     let ids: Vec<String> = acked.iter().cloned().collect();
@@ -123,7 +107,7 @@ fn a_poison_event_is_dead_lettered_and_the_sink_keeps_delivering() {
         ("METRICS_ADDR", "127.0.0.1:0"),
     ]);
     let token = token(p.addr);
-    let mut acked = post(p.addr, &token, 0, 100);
+    let mut acked = post_one_by_one(p.addr, &token, 0, 100);
     let poison = event_id(100);
     let (status, _) = send(
         p.addr,
@@ -131,7 +115,7 @@ fn a_poison_event_is_dead_lettered_and_the_sink_keeps_delivering() {
     )
     .expect("answer");
     assert_eq!(status, 202, "{}", p.logs());
-    acked.extend(post(p.addr, &token, 101, 100));
+    acked.extend(post_one_by_one(p.addr, &token, 101, 100));
     assert_eq!(acked.len(), 200, "{}", p.logs());
 
     let ids: Vec<String> = acked.iter().cloned().collect();

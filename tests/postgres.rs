@@ -14,7 +14,6 @@ use common::sinks::*;
 use common::*;
 use pg::TestCluster;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const TABLE: &str = "events_json";
@@ -38,21 +37,6 @@ fn start(c: &TestCluster, dir: &TempDir, extra: &[(&str, &str)]) -> Proc {
     ];
     env.extend_from_slice(extra);
     Proc::start(&env)
-}
-
-/// Posts `n` events in batches of 10 starting at id `from`; returns the ids
-/// that got a 202.
-fn post(addr: SocketAddr, token: &str, from: u64, n: u64) -> HashSet<String> {
-    let mut acked = HashSet::new();
-    let mut i = from;
-    while i < from + n {
-        let ids: Vec<String> = (i..(i + 10).min(from + n)).map(event_id).collect();
-        if let Some((202, _)) = send(addr, &collect_req(token, &ids, 20)) {
-            acked.extend(ids.iter().cloned());
-        }
-        i += 10;
-    }
-    acked
 }
 
 fn count(c: &TestCluster, what: &str) -> u64 {
@@ -83,11 +67,11 @@ fn ten_thousand_events_survive_an_immediate_stop_of_the_cluster() {
     let p = start(&c, &dir, &[]);
     let token = token(p.addr);
 
-    let mut acked = post(p.addr, &token, 0, 5000);
+    let mut acked = post_one_by_one(p.addr, &token, 0, 5000);
     assert_eq!(acked.len(), 5000, "{}", p.logs());
     c.stop_immediate();
     // The journal holds what PostgreSQL cannot take: collect keeps answering.
-    acked.extend(post(p.addr, &token, 5000, 5000));
+    acked.extend(post_one_by_one(p.addr, &token, 5000, 5000));
     assert_eq!(acked.len(), 10_000, "{}", p.logs());
     let ready = get(p.addr, "/readyz").text();
     assert!(ready.contains("postgres"), "{ready}");

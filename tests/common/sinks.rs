@@ -120,6 +120,12 @@ impl Load {
     }
 }
 
+/// Posts `n` events in requests of 10 from id `from`, one request after
+/// the other; the ids that got a 202.
+pub fn post_one_by_one(addr: SocketAddr, token: &str, from: u64, n: u64) -> HashSet<String> {
+    post_many(addr, token, from, n, 1, 10).0
+}
+
 /// Posts events `base..base+n` from `clients` threads, `per_request` events
 /// per collect request (fresh connection each); the ids that got a 202, and
 /// the 202s' latencies.
