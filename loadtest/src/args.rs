@@ -88,7 +88,9 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
         None => (rest, ""),
     };
     let addr: SocketAddr = hostport.parse().map_err(|_| {
-        format!("--url `{s}`: the host must be an IP address with a port, e.g. http://127.0.0.1:19890")
+        format!(
+            "--url `{s}`: the host must be an IP address with a port, e.g. http://127.0.0.1:19890"
+        )
     })?;
     Ok(Url {
         addr,
@@ -138,7 +140,9 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         match flag {
             "--url" => run.url = parse_url(v)?,
             "--scenario" => run.scenario = Scenario::parse(v)?,
-            "--duration" => run.duration = parse_duration(v).map_err(|e| format!("--duration {e}"))?,
+            "--duration" => {
+                run.duration = parse_duration(v).map_err(|e| format!("--duration {e}"))?
+            }
             "--warmup" => run.warmup = parse_duration(v).map_err(|e| format!("--warmup {e}"))?,
             "--connections" => run.connections = number(flag, v)? as usize,
             "--cores" => run.cores = number(flag, v)? as usize,
@@ -191,7 +195,9 @@ fn parse_chart(args: &[String]) -> Result<Command, String> {
     let (mut input, mut out) = (None, None);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let v = it.next().ok_or_else(|| format!("chart {flag}: missing value"))?;
+        let v = it
+            .next()
+            .ok_or_else(|| format!("chart {flag}: missing value"))?;
         match flag.as_str() {
             "--input" => input = Some(v.clone()),
             "--out" => out = Some(v.clone()),
@@ -219,7 +225,16 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        for bad in ["", "s", "-1", "1.5s", "3h", "1 s", "ms", "99999999999999999999"] {
+        for bad in [
+            "",
+            "s",
+            "-1",
+            "1.5s",
+            "3h",
+            "1 s",
+            "ms",
+            "99999999999999999999",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -243,14 +258,21 @@ mod tests {
              --duration 1m --warmup 0 --connections 8 --cores 2 --rate 5000 --json",
         ))
         .unwrap();
-        let Command::Run(r) = c else { panic!("not a run: {c:?}") };
+        let Command::Run(r) = c else {
+            panic!("not a run: {c:?}")
+        };
         assert_eq!(r.scenario, Scenario::Collect);
         assert_eq!(r.duration, Duration::from_secs(60));
         assert_eq!(r.warmup, Duration::ZERO);
-        assert_eq!((r.connections, r.cores, r.rate, r.json), (8, 2, Some(5000), true));
+        assert_eq!(
+            (r.connections, r.cores, r.rate, r.json),
+            (8, 2, Some(5000), true)
+        );
         assert_eq!(r.hmac_secret.as_deref(), Some("s3cr3t-s3cr3t-s3"));
         // Defaults: closed loop, pixel.
-        let Command::Run(d) = parse(&[]).unwrap() else { panic!() };
+        let Command::Run(d) = parse(&[]).unwrap() else {
+            panic!()
+        };
         assert_eq!((d.scenario, d.rate, d.json), (Scenario::Pixel, None, false));
     }
 
@@ -273,13 +295,19 @@ mod tests {
     fn subcommands() {
         assert_eq!(
             parse(&args("origin --addr 127.0.0.1:8080")).unwrap(),
-            Command::Origin { addr: "127.0.0.1:8080".parse().unwrap(), cores: 1 }
+            Command::Origin {
+                addr: "127.0.0.1:8080".parse().unwrap(),
+                cores: 1
+            }
         );
         assert!(parse(&args("origin")).is_err());
         assert!(parse(&args("origin --addr nowhere")).is_err());
         assert_eq!(
             parse(&args("chart --input a.tsv --out b.svg")).unwrap(),
-            Command::Chart { input: "a.tsv".into(), out: "b.svg".into() }
+            Command::Chart {
+                input: "a.tsv".into(),
+                out: "b.svg".into()
+            }
         );
         assert!(parse(&args("chart --input a.tsv")).is_err());
     }

@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
-const COLOURS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLOURS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 const POINTS: [(&str, &str); 5] = [
     ("p50_us", "p50"),
     ("p90_us", "p90"),
@@ -32,8 +34,7 @@ pub fn parse(input: &str) -> Result<Vec<Series>, String> {
         let (label, json) = line
             .split_once('\t')
             .ok_or_else(|| format!("line {}: expected `label<TAB>json`", i + 1))?;
-        let v: Value =
-            serde_json::from_str(json).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let v: Value = serde_json::from_str(json).map_err(|e| format!("line {}: {e}", i + 1))?;
         let mut us = [0.0; 5];
         for (j, (key, _)) in POINTS.iter().enumerate() {
             us[j] = v[key]
@@ -70,7 +71,10 @@ pub fn svg(series: &[Series]) -> String {
         .fold(f64::MAX, f64::min)
         .max(1.0);
     let hi = series.iter().flat_map(|s| s.us).fold(1.0, f64::max);
-    let (dlo, dhi) = (lo.log10().floor(), hi.log10().ceil().max(lo.log10().floor() + 1.0));
+    let (dlo, dhi) = (
+        lo.log10().floor(),
+        hi.log10().ceil().max(lo.log10().floor() + 1.0),
+    );
     let y = |us: f64| top + ph - (us.max(1.0).log10() - dlo) / (dhi - dlo) * ph;
     let mut o = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" \
@@ -116,12 +120,11 @@ pub fn svg(series: &[Series]) -> String {
         for s in series.iter().filter(|s| s.scenario == *sc) {
             let li = labels.iter().position(|l| *l == s.label).unwrap_or(0);
             let c = COLOURS[li % COLOURS.len()];
-            let pts: Vec<String> = s
-                .us
-                .iter()
-                .enumerate()
-                .map(|(j, &v)| format!("{:.1},{:.1}", xs(j), y(v)))
-                .collect();
+            let pts: Vec<String> =
+                s.us.iter()
+                    .enumerate()
+                    .map(|(j, &v)| format!("{:.1},{:.1}", xs(j), y(v)))
+                    .collect();
             o += &format!(
                 "<polyline fill=\"none\" stroke=\"{c}\" stroke-width=\"2\" points=\"{}\"/>\n",
                 pts.join(" ")
@@ -146,7 +149,9 @@ pub fn svg(series: &[Series]) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

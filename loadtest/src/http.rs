@@ -125,9 +125,13 @@ mod tests {
 
     #[test]
     fn content_length_and_pipelined_rest() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\nContent-Length: 3\r\n\r\nGIFHTTP/1.1";
+        let raw =
+            b"HTTP/1.1 200 OK\r\nContent-Type: image/gif\r\nContent-Length: 3\r\n\r\nGIFHTTP/1.1";
         let (r, used) = parse_response(raw).unwrap().unwrap();
-        assert_eq!((r.status, r.body.as_slice(), r.close), (200, &b"GIF"[..], false));
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.close),
+            (200, &b"GIF"[..], false)
+        );
         assert_eq!(r.content_type, b"image/gif");
         assert_eq!(&raw[used..], b"HTTP/1.1");
         // Every prefix is "need more", never an error.
@@ -157,11 +161,13 @@ mod tests {
         assert!(
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
         );
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n")
-                .is_err()
-        );
-        let (r, _) = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap().unwrap();
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n"
+        )
+        .is_err());
+        let (r, _) = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(r.status, 204);
     }
 }

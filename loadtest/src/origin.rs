@@ -34,9 +34,29 @@ pub fn asset() -> Vec<u8> {
 /// text (so gzip has real work), ending in `</body>\n</html>\n`.
 pub fn page() -> Vec<u8> {
     const WORDS: [&str; 24] = [
-        "organic", "cotton", "jacket", "waterproof", "seams", "delivery", "returns", "size",
-        "colour", "navy", "linen", "stitched", "pocket", "collar", "review", "customers",
-        "weather", "lightweight", "breathable", "warranty", "sustainable", "fabric", "zip",
+        "organic",
+        "cotton",
+        "jacket",
+        "waterproof",
+        "seams",
+        "delivery",
+        "returns",
+        "size",
+        "colour",
+        "navy",
+        "linen",
+        "stitched",
+        "pocket",
+        "collar",
+        "review",
+        "customers",
+        "weather",
+        "lightweight",
+        "breathable",
+        "warranty",
+        "sustainable",
+        "fabric",
+        "zip",
         "hood",
     ];
     let mut p = String::from(
@@ -204,7 +224,8 @@ pub fn serve(addr: SocketAddr, cores: usize) -> Result<(), String> {
     }
     eprintln!("origin: listening on {addr} ({cores} thread(s))");
     for t in threads {
-        t.join().map_err(|_| "origin thread panicked".to_string())??;
+        t.join()
+            .map_err(|_| "origin thread panicked".to_string())??;
     }
     Ok(())
 }
@@ -260,7 +281,9 @@ mod tests {
         let gz = gzip(&p);
         assert!(gz.len() < p.len() / 2, "gzip {} of {}", gz.len(), p.len());
         let mut out = vec![0u8; PAGE_LEN];
-        let n = libdeflater::Decompressor::new().gzip_decompress(&gz, &mut out).unwrap();
+        let n = libdeflater::Decompressor::new()
+            .gzip_decompress(&gz, &mut out)
+            .unwrap();
         assert_eq!(&out[..n], &p[..]);
     }
 

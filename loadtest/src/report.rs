@@ -15,7 +15,13 @@ pub struct Figures {
 
 pub fn figures(o: &Outcome) -> Figures {
     let h = &o.hist;
-    let q = |x: f64| if h.is_empty() { 0 } else { h.value_at_quantile(x) };
+    let q = |x: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(x)
+        }
+    };
     Figures {
         rps: o.requests as f64 / o.elapsed.as_secs_f64().max(1e-9),
         p50: q(0.5),

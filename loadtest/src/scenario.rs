@@ -366,7 +366,11 @@ mod tests {
     #[test]
     fn proxy_check_wants_the_whole_asset() {
         let asset = crate::origin::asset();
-        assert!(check1(Req::Proxy, &resp(200, "application/octet-stream", false, &asset)).is_ok());
+        assert!(check1(
+            Req::Proxy,
+            &resp(200, "application/octet-stream", false, &asset)
+        )
+        .is_ok());
         assert!(check1(Req::Proxy, &resp(200, "x", false, &asset[1..])).is_err());
         assert!(check1(Req::Proxy, &resp(502, "x", false, &asset)).is_err());
     }
@@ -385,7 +389,10 @@ mod tests {
             .find_map(|l| l.strip_prefix("X-GoTrack-HMAC: "))
             .unwrap();
         let body = collect_body();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let signer = Signer::new(secret.as_bytes(), None, 1800);
         let v = signer
             .verify(tok.as_bytes(), &body, USER_AGENT.as_bytes(), ip, now)

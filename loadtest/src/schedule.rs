@@ -55,7 +55,9 @@ mod tests {
         let n: usize = (0..conns)
             .map(|c| {
                 let s = Schedule::new(rate, conns, c);
-                (0..).take_while(|&k| s.at(k) < Duration::from_secs(1)).count()
+                (0..)
+                    .take_while(|&k| s.at(k) < Duration::from_secs(1))
+                    .count()
             })
             .sum();
         assert_eq!(n as u64, rate);
