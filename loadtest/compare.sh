@@ -35,6 +35,11 @@ TG_PORT=${TG_PORT:-18180}
 NGX_PORT=${NGX_PORT:-18190}
 ORIGIN_PORT=${ORIGIN_PORT:-18181}
 SCENARIOS=${SCENARIOS:-pixel proxy inject}
+# The load generator's and origin's monoio driver. epoll by default: on the
+# VM this was written on, a monoio client on io_uring spends most of its
+# time in the kernel and tops out below what one nginx core serves, while on
+# epoll it outruns wrk (PERFORMANCE.md has the figures).
+LOAD_DRIVER=${LOAD_DRIVER:-epoll}
 SECRET=compare-secret-0123456789abcdef
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -68,7 +73,7 @@ wait_port() {
 }
 
 # The origin, on the load generator's CPU.
-taskset -c "$LOAD_CPU" "$LT" origin --addr "127.0.0.1:$ORIGIN_PORT" 2>"$WORK/origin.log" &
+taskset -c "$LOAD_CPU" "$LT" origin --addr "127.0.0.1:$ORIGIN_PORT" --driver "$LOAD_DRIVER" 2>"$WORK/origin.log" &
 PIDS+=($!)
 wait_port "$ORIGIN_PORT"
 
@@ -163,7 +168,7 @@ run() {
     shift 3
     local line
     line=$(taskset -c "$LOAD_CPU" "$LT" --url "http://127.0.0.1:$port" --scenario "$scen" --hmac-secret "$SECRET" \
-        --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNS" --json "$@" 2>"$WORK/lt.err" | tail -1) || {
+        --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNS" --driver "$LOAD_DRIVER" --json "$@" 2>"$WORK/lt.err" | tail -1) || {
         echo "!!! loadtest reported errors for $label $scen:" >&2
         cat "$WORK/lt.err" >&2
     }
@@ -175,7 +180,7 @@ run() {
 echo "# trackgate vs nginx: $(date -u +%FT%TZ)"
 echo
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); kernel $(uname -r)"
-echo "server CPU $SERVER_CPU, load generator + origin CPU $LOAD_CPU; $CONNS connections; $DURATION per run after $WARMUP warm-up; $ROUNDS rounds"
+echo "server CPU $SERVER_CPU, load generator + origin CPU $LOAD_CPU (monoio $LOAD_DRIVER driver); $CONNS connections; $DURATION per run after $WARMUP warm-up; $ROUNDS rounds"
 echo "trackgate $("$TG" --version 2>/dev/null || echo '?') (git $(cd "$ROOT" && git rev-parse --short HEAD)); $(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo

@@ -12,8 +12,15 @@ use crate::scenario::Scenario;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Run(RunArgs),
-    Origin { addr: SocketAddr, cores: usize },
-    Chart { input: String, out: String },
+    Origin {
+        addr: SocketAddr,
+        cores: usize,
+        driver: Driver,
+    },
+    Chart {
+        input: String,
+        out: String,
+    },
     Help,
 }
 
@@ -30,6 +37,16 @@ pub struct RunArgs {
     pub rate: Option<u64>,
     pub json: bool,
     pub hmac_secret: Option<String>,
+    /// monoio's driver: io_uring (falls back to epoll where the kernel
+    /// has none) or epoll.
+    pub driver: Driver,
+}
+
+/// `--driver`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Uring,
+    Epoll,
 }
 
 /// `http://host:port[/prefix]`: where to send requests.
@@ -46,8 +63,8 @@ pub const USAGE: &str = "\
 usage:
   loadtest [--url http://127.0.0.1:19890] [--scenario pixel|collect|stealth|proxy|inject|mix]
            [--duration 10s] [--warmup 2s] [--connections 64] [--cores 1] [--rate R]
-           [--hmac-secret S] [--json]
-  loadtest origin --addr 127.0.0.1:8080 [--cores 1]
+           [--hmac-secret S] [--driver uring|epoll] [--json]
+  loadtest origin --addr 127.0.0.1:8080 [--cores 1] [--driver uring|epoll]
   loadtest chart --input results.tsv --out latency.svg
 
   --duration/--warmup: seconds (`3`), or with a unit: `3s`, `500ms`, `1m`
@@ -99,6 +116,14 @@ pub fn parse_url(s: &str) -> Result<Url, String> {
     })
 }
 
+fn parse_driver(v: &str) -> Result<Driver, String> {
+    match v {
+        "uring" => Ok(Driver::Uring),
+        "epoll" => Ok(Driver::Epoll),
+        _ => Err(format!("--driver `{v}`: expected uring or epoll")),
+    }
+}
+
 fn number(flag: &str, v: &str) -> Result<u64, String> {
     v.parse::<u64>()
         .ok()
@@ -123,6 +148,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         rate: None,
         json: false,
         hmac_secret: None,
+        driver: Driver::Uring,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -148,6 +174,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "--cores" => run.cores = number(flag, v)? as usize,
             "--rate" => run.rate = Some(number(flag, v)?),
             "--hmac-secret" => run.hmac_secret = Some(v.clone()),
+            "--driver" => run.driver = parse_driver(v)?,
             _ => return Err(format!("unknown flag `{flag}` (see --help)")),
         }
     }
@@ -172,6 +199,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
 fn parse_origin(args: &[String]) -> Result<Command, String> {
     let mut addr = None;
     let mut cores = 1;
+    let mut driver = Driver::Uring;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let v = it
@@ -184,11 +212,16 @@ fn parse_origin(args: &[String]) -> Result<Command, String> {
                 })?)
             }
             "--cores" => cores = number("origin --cores", v)? as usize,
+            "--driver" => driver = parse_driver(v)?,
             _ => return Err(format!("origin: unknown flag `{flag}`")),
         }
     }
     let addr = addr.ok_or("origin: --addr IP:PORT is required")?;
-    Ok(Command::Origin { addr, cores })
+    Ok(Command::Origin {
+        addr,
+        cores,
+        driver,
+    })
 }
 
 fn parse_chart(args: &[String]) -> Result<Command, String> {
@@ -255,7 +288,7 @@ mod tests {
     fn run_flags() {
         let c = parse(&args(
             "--url http://127.0.0.1:9 --scenario collect --hmac-secret s3cr3t-s3cr3t-s3 \
-             --duration 1m --warmup 0 --connections 8 --cores 2 --rate 5000 --json",
+             --duration 1m --warmup 0 --connections 8 --cores 2 --rate 5000 --driver epoll --json",
         ))
         .unwrap();
         let Command::Run(r) = c else {
@@ -269,11 +302,13 @@ mod tests {
             (8, 2, Some(5000), true)
         );
         assert_eq!(r.hmac_secret.as_deref(), Some("s3cr3t-s3cr3t-s3"));
+        assert_eq!(r.driver, Driver::Epoll);
         // Defaults: closed loop, pixel.
         let Command::Run(d) = parse(&[]).unwrap() else {
             panic!()
         };
         assert_eq!((d.scenario, d.rate, d.json), (Scenario::Pixel, None, false));
+        assert_eq!(d.driver, Driver::Uring);
     }
 
     #[test]
@@ -289,6 +324,7 @@ mod tests {
         assert!(err("--cores 4 --connections 2").contains("--cores"));
         assert!(err("--bogus 1").contains("--bogus"));
         assert!(err("--url").contains("missing value"));
+        assert!(err("--driver kqueue").contains("--driver"));
     }
 
     #[test]
@@ -297,7 +333,8 @@ mod tests {
             parse(&args("origin --addr 127.0.0.1:8080")).unwrap(),
             Command::Origin {
                 addr: "127.0.0.1:8080".parse().unwrap(),
-                cores: 1
+                cores: 1,
+                driver: Driver::Uring
             }
         );
         assert!(parse(&args("origin")).is_err());

@@ -27,7 +27,11 @@ fn main() -> ExitCode {
             println!("{}", args::USAGE);
             ExitCode::SUCCESS
         }
-        args::Command::Origin { addr, cores } => match origin::serve(addr, cores) {
+        args::Command::Origin {
+            addr,
+            cores,
+            driver,
+        } => match origin::serve(addr, cores, driver) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("loadtest: {e}");

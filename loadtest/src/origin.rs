@@ -8,6 +8,8 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+
+use crate::args::Driver;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::{ListenerOpts, TcpListener, TcpStream};
@@ -188,7 +190,7 @@ pub fn accepts_gzip(v: &[u8]) -> bool {
 }
 
 /// Serves forever on `addr` with `cores` threads.
-pub fn serve(addr: SocketAddr, cores: usize) -> Result<(), String> {
+pub fn serve(addr: SocketAddr, cores: usize, driver: Driver) -> Result<(), String> {
     let answers = Answers::new();
     let cpus = core_affinity::get_core_ids().unwrap_or_default();
     // Bind once here so a bad address fails before threads start.
@@ -202,11 +204,7 @@ pub fn serve(addr: SocketAddr, cores: usize) -> Result<(), String> {
             if let Some(cpu) = cpu {
                 core_affinity::set_for_current(cpu);
             }
-            let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-                .enable_timer()
-                .build()
-                .map_err(|e| format!("origin: runtime: {e}"))?;
-            rt.block_on(async move {
+            let work = async move {
                 let opts = ListenerOpts::new().reuse_port(true).backlog(4096);
                 let l = TcpListener::bind_with_config(addr, &opts)
                     .map_err(|e| format!("origin: cannot listen on {addr}: {e}"))?;
@@ -219,7 +217,20 @@ pub fn serve(addr: SocketAddr, cores: usize) -> Result<(), String> {
                         Err(e) => eprintln!("origin: accept: {e}"),
                     }
                 }
-            })
+            };
+            let err = |e: std::io::Error| format!("origin: runtime: {e}");
+            match driver {
+                Driver::Uring => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                    .enable_timer()
+                    .build()
+                    .map_err(err)?
+                    .block_on(work),
+                Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                    .enable_timer()
+                    .build()
+                    .map_err(err)?
+                    .block_on(work),
+            }
         }));
     }
     eprintln!("origin: listening on {addr} ({cores} thread(s))");

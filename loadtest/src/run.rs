@@ -15,7 +15,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
-use crate::args::RunArgs;
+use crate::args::{Driver, RunArgs};
 use crate::http::{parse_response, Response};
 use crate::scenario::{check, Requests};
 use crate::schedule::Schedule;
@@ -125,22 +125,35 @@ pub fn run(args: &RunArgs) -> Result<Outcome, String> {
 }
 
 fn run_thread(plan: &Arc<Plan>, conns: Vec<usize>) -> Result<Outcome, String> {
-    let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .with_entries(1024)
-        .build()
-        .map_err(|e| format!("cannot build the monoio runtime: {e}"))?;
     let out = Rc::new(RefCell::new(Outcome::new()));
-    rt.block_on(async {
-        let mut tasks = Vec::new();
-        for c in conns {
-            let out = Rc::clone(&out);
-            tasks.push(monoio::spawn(connection(Arc::clone(plan), c, out)));
+    let work = {
+        let out = Rc::clone(&out);
+        let plan = Arc::clone(plan);
+        async move {
+            let mut tasks = Vec::new();
+            for c in conns {
+                let out = Rc::clone(&out);
+                tasks.push(monoio::spawn(connection(Arc::clone(&plan), c, out)));
+            }
+            for t in tasks {
+                t.await;
+            }
         }
-        for t in tasks {
-            t.await;
-        }
-    });
+    };
+    let err = |e: std::io::Error| format!("cannot build the monoio runtime: {e}");
+    match plan.args.driver {
+        Driver::Uring => monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .with_entries(1024)
+            .build()
+            .map_err(err)?
+            .block_on(work),
+        Driver::Epoll => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(err)?
+            .block_on(work),
+    }
     Ok(Rc::try_unwrap(out)
         .map_err(|_| "load tasks still hold the results".to_string())?
         .into_inner())
