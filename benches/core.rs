@@ -38,7 +38,7 @@ fn tg1(c: &mut Criterion) {
     let ip: IpAddr = "203.0.113.7".parse().expect("ip");
     let pv = Uuid::from_u128(0x0192_f4c6_3b1e_7c3a_9d0e_5f6a_7b8c_9d0e);
     let now = 1_764_500_000;
-    let body = br#"[{"type":"click","url":"https://shop.example/products/42","payload":{"target":"#buy"}}]"#;
+    let body = br##"[{"type":"click","url":"https://shop.example/products/42","payload":{"target":"#buy"}}]"##;
     let minted = signer.mint(Kind::Page, pv, now, ip, UA.as_bytes());
     let presented = token::sign(&minted, body).expect("a minted token signs");
     let mut g = c.benchmark_group("tg1");
@@ -48,7 +48,13 @@ fn tg1(c: &mut Criterion) {
     g.bench_function("verify", |b| {
         b.iter(|| {
             signer
-                .verify(black_box(presented.as_bytes()), body, UA.as_bytes(), ip, now + 5)
+                .verify(
+                    black_box(presented.as_bytes()),
+                    body,
+                    UA.as_bytes(),
+                    ip,
+                    now + 5,
+                )
                 .is_ok()
         })
     });
