@@ -2,12 +2,13 @@
 #   make demo   run the built-in demo site behind the proxy (no external services)
 #   make test   every test: format, lints, unit and end-to-end tests
 #   make bench  benchmarks (not part of make test)
+#   make compare  trackgate vs nginx side by side (loadtest/compare.sh; PERFORMANCE.md)
 
 CARGO ?= cargo
 # External HTTP/1.1 test vectors beside the checkout, when present (CI has them).
 VECTORS ?= $(abspath ../shared/vectors)
 
-.PHONY: all build release demo test lint unit deps js bench clean fuzz
+.PHONY: all build release demo test lint unit deps js bench clean fuzz loadtest compare
 
 all: build
 
@@ -56,6 +57,15 @@ bench:
 FUZZ_CASES ?= 1000000
 fuzz:
 	TRACKGATE_FUZZ_CASES=$(FUZZ_CASES) TRACKGATE_VECTORS=$$( [ -d "$(VECTORS)" ] && echo "$(VECTORS)" ) $(CARGO) test --test fuzz -- --nocapture
+
+# The load generator (release): `target/release/loadtest --help`.
+loadtest:
+	$(CARGO) build --release -p loadtest
+
+# trackgate against nginx on one pinned core each (installs nginx and wrk
+# if missing); writes loadtest/results/. See PERFORMANCE.md.
+compare:
+	./loadtest/compare.sh
 
 clean:
 	$(CARGO) clean
