@@ -237,9 +237,11 @@ struct Opened {
 }
 
 /// Opens `path` for appending (created 0644 if missing). A last line left
-/// without its `\n` by a crash is closed first, so the next line stays whole.
+/// without its `\n` by a crash (`kill -9` in the middle of a write) is cut
+/// off, so every line in the file stays one whole event: its events were
+/// never acknowledged to the journal, which delivers them again.
 fn open_path(path: &Path) -> io::Result<Opened> {
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o644)
@@ -248,12 +250,17 @@ fn open_path(path: &Path) -> io::Result<Opened> {
     let regular = meta.is_file();
     let mut size = meta.len();
     if regular && size > 0 {
-        let mut last = [0u8; 1];
         // Best effort: a file we may append to but not read keeps its tail.
-        let read = File::open(path).and_then(|r| r.read_exact_at(&mut last, size - 1));
-        if read.is_ok() && last[0] != b'\n' {
-            file.write_all(b"\n")?;
-            size += 1;
+        if let Ok(Some(whole)) = File::open(path).and_then(|r| whole_lines_len(&r, size)) {
+            if whole < size {
+                file.set_len(whole)?;
+                crate::warn!(
+                    "cut a torn last line left by a crash; its events are delivered again from the journal",
+                    file = path.display(),
+                    bytes = size - whole
+                );
+                size = whole;
+            }
         }
     }
     Ok(Opened {
@@ -261,6 +268,26 @@ fn open_path(path: &Path) -> io::Result<Opened> {
         size,
         regular,
     })
+}
+
+/// The length of `file`'s first `size` bytes up to and including its last
+/// `\n` (0 when it has none); `None` when it ends in `\n` already.
+fn whole_lines_len(file: &File, size: u64) -> io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if end == size && chunk.last() == Some(&b'\n') {
+            return Ok(None);
+        }
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(Some(start + i as u64 + 1));
+        }
+        end = start;
+    }
+    Ok(Some(0))
 }
 
 fn open_target(target: &LogTarget) -> io::Result<Opened> {
@@ -727,7 +754,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn restart_appends_and_closes_a_torn_line() {
+    fn restart_cuts_a_torn_last_line() {
         let dir = TempDir::new("restart");
         let (mut s, _) = sink(config(LogTarget::File(dir.file())));
         deliver(&mut s, 0, 3);
@@ -739,11 +766,34 @@ pub(crate) mod tests {
         deliver(&mut s, 3, 5);
         s.close();
         let text = read(&dir.file());
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 6, "{text}");
-        assert_eq!(lines[3], "{\"n\":99,\"pa");
-        // The torn line was closed, not merged with the next one.
-        assert_eq!(numbers(&text), vec![0, 1, 2, 99, 3, 4]);
+        // The torn line (never acknowledged: the journal delivers its
+        // events again) is gone; every line is whole.
+        assert_eq!(numbers(&text), vec![0, 1, 2, 3, 4], "{text}");
+        assert!(!text.contains("99"), "{text}");
+        assert!(text.lines().all(|l| l.ends_with('}')), "{text}");
+    }
+
+    #[test]
+    fn a_file_of_one_torn_line_is_emptied_and_whole_files_are_kept() {
+        let dir = TempDir::new("torn-only");
+        fs::write(dir.file(), b"{\"n\":1,\"pa").unwrap();
+        let (mut s, _) = sink(config(LogTarget::File(dir.file())));
+        deliver(&mut s, 7, 8);
+        s.close();
+        assert_eq!(numbers(&read(&dir.file())), vec![7]);
+        // A long file ending in a newline is left as it is (the scan reads
+        // back more than one 64 KiB chunk only when it must).
+        let long = "x".repeat(200 * 1024) + "\n";
+        fs::write(dir.file(), &long).unwrap();
+        let f = File::open(dir.file()).unwrap();
+        assert_eq!(whole_lines_len(&f, long.len() as u64).unwrap(), None);
+        let torn = format!("{long}{}", "y".repeat(100 * 1024));
+        fs::write(dir.file(), &torn).unwrap();
+        let f = File::open(dir.file()).unwrap();
+        assert_eq!(
+            whole_lines_len(&f, torn.len() as u64).unwrap(),
+            Some(long.len() as u64)
+        );
     }
 
     #[test]
