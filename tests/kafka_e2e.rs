@@ -11,7 +11,7 @@ mod kafka_support;
 
 use common::sinks::*;
 use common::*;
-use kafka_support::{check_records, consume_all, tally};
+use kafka_support::{acked_records, check_records, consume_all, tally};
 use rdkafka::mocking::MockCluster;
 use std::time::Duration;
 
@@ -59,14 +59,7 @@ fn brokers_down_past_the_message_timeout_lose_no_acknowledged_event() {
     acked.extend(post_one_by_one(p.addr, &token, 2000, 500));
     assert_eq!(acked.len(), 2500);
 
-    let ids: Vec<String> = acked.iter().cloned().collect();
-    let got = consume_all(&brokers, TOPIC, &ids, 0, Duration::from_secs(90));
-    let ours: Vec<_> = got
-        .into_iter()
-        .filter(|r| r.key.as_deref().is_some_and(|k| acked.contains(k)))
-        .collect();
-    check_records(&ours);
-    let (missing, dups) = tally(&ours, &ids);
+    let (ours, missing, dups) = acked_records(&brokers, TOPIC, &acked, Duration::from_secs(90));
     assert!(
         missing.is_empty(),
         "{} acknowledged events missing from the topic: {}",
@@ -76,7 +69,7 @@ fn brokers_down_past_the_message_timeout_lose_no_acknowledged_event() {
     eprintln!(
         "kafka e2e: {} records for {} acknowledged events, {dups} duplicates",
         ours.len(),
-        ids.len()
+        acked.len()
     );
     assert_eq!(p.stop(), 0);
 }

@@ -13,9 +13,8 @@ mod kafka_support;
 use common::sinks::*;
 use common::*;
 use kafka_support::tansu::{tansu_or_skip, Tansu};
-use kafka_support::{check_records, consume_all, tally};
+use kafka_support::{acked_records, check_records, consume_all, tally};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use trackgate::sink::kafka::Compression;
 
@@ -23,33 +22,6 @@ const EVENTS: u64 = 10_000;
 /// Events per collect request (`MAX_BATCH_EVENTS`' default).
 const PER_REQUEST: u64 = 100;
 const CLIENTS: u64 = 4;
-
-/// Posts events `base..base+EVENTS` from `CLIENTS` threads, 100 per request;
-/// the ids that got a 202.
-fn post_all(addr: SocketAddr, token: &str, base: u64) -> HashSet<String> {
-    let threads: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let token = token.to_string();
-            std::thread::spawn(move || {
-                let mut acked = HashSet::new();
-                let mut i = c * PER_REQUEST;
-                while i < EVENTS {
-                    let ids: Vec<String> =
-                        (i..i + PER_REQUEST).map(|n| event_id(base + n)).collect();
-                    if let Some((202, _)) = send(addr, &collect_req(&token, &ids, 40)) {
-                        acked.extend(ids);
-                    }
-                    i += CLIENTS * PER_REQUEST;
-                }
-                acked
-            })
-        })
-        .collect();
-    threads
-        .into_iter()
-        .flat_map(|t| t.join().expect("client"))
-        .collect()
-}
 
 #[test]
 fn ten_thousand_events_per_codec_through_the_binary_to_tansu() {
@@ -78,7 +50,7 @@ fn ten_thousand_events_per_codec_through_the_binary_to_tansu() {
         let token = token(p.addr);
         let base = (k as u64) << 32;
         let started = Instant::now();
-        let acked = post_all(p.addr, &token, base);
+        let (acked, _) = post_many(p.addr, &token, base, EVENTS, CLIENTS, PER_REQUEST);
         let posted = started.elapsed();
         assert_eq!(acked.len() as u64, EVENTS, "{}", p.logs());
         // Acknowledged by the sink (delivery reports), as /metrics counts.
@@ -213,19 +185,12 @@ fn kill_9_under_load_loses_no_acknowledged_event_on_the_topic() {
     assert!(acked.len() > 100, "too little load: {}", acked.len());
 
     let p = Proc::start(&env);
-    let ids: Vec<String> = acked.iter().cloned().collect();
-    let got = consume_all(&brokers, topic, &ids, 0, Duration::from_secs(120));
-    let ours: Vec<_> = got
-        .into_iter()
-        .filter(|r| r.key.as_deref().is_some_and(|k| acked.contains(k)))
-        .collect();
-    check_records(&ours);
-    let (missing, dups) = tally(&ours, &ids);
+    let (_, missing, dups) = acked_records(&brokers, topic, &acked, Duration::from_secs(120));
     assert!(
         missing.is_empty(),
         "{} of {} acknowledged events missing from the topic after kill -9: {}",
         missing.len(),
-        ids.len(),
+        acked.len(),
         p.logs()
     );
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -188,3 +188,23 @@ pub fn check_records(records: &[Record]) {
         assert_eq!(r.headers.len(), 3, "{:?}", r.headers);
     }
 }
+
+/// Reads `topic` back and keeps the records of the `acked` events (other
+/// tests' events may share the topic), their records checked
+/// ([`check_records`]); returns those records, the acknowledged ids
+/// missing from the topic, and the duplicates.
+pub fn acked_records(
+    brokers: &str,
+    topic: &str,
+    acked: &HashSet<String>,
+    limit: Duration,
+) -> (Vec<Record>, Vec<String>, usize) {
+    let ids: Vec<String> = acked.iter().cloned().collect();
+    let ours: Vec<Record> = consume_all(brokers, topic, &ids, 0, limit)
+        .into_iter()
+        .filter(|r| r.key.as_deref().is_some_and(|k| acked.contains(k)))
+        .collect();
+    check_records(&ours);
+    let (missing, dups) = tally(&ours, &ids);
+    (ours, missing, dups)
+}
