@@ -9,10 +9,8 @@ mod kafka_support;
 use kafka_support::{check_records, consume_all, events, tally};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use std::sync::Arc;
 use std::time::Duration;
 use trackgate::metrics::labels::SinkFailure;
-use trackgate::metrics::sinks::SinkStats;
 use trackgate::sink::kafka::{KafkaConfig, KafkaSink};
 
 const TOPIC: &str = "gotrack.events";
@@ -43,7 +41,7 @@ fn sink_with(
     cfg.extra
         .extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     cfg.dead_letter = dead_letter.to_path_buf();
-    KafkaSink::new(cfg, Arc::new(SinkStats::default())).expect("sink")
+    KafkaSink::new(cfg).expect("sink")
 }
 
 /// A dead-letter file path of this test process (not created).

@@ -15,9 +15,7 @@ use kafka_support::{check_records, consume_all, consume_all_with, events, tally}
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use trackgate::metrics::sinks::SinkStats;
 use trackgate::sink::kafka::{Compression, KafkaConfig, KafkaSink};
 
 const EVENTS: usize = 10_000;
@@ -37,7 +35,7 @@ fn ten_thousand_events_per_codec_through_a_real_broker() {
         cfg.topic = topic.clone();
         cfg.compression = codec;
         cfg.extra = vec![("linger.ms".into(), "5".into())];
-        let mut sink = KafkaSink::new(cfg, Arc::new(SinkStats::default())).expect("sink");
+        let mut sink = KafkaSink::new(cfg).expect("sink");
 
         // The first call also waits for the connection and the topic's
         // metadata: not part of the rate.
@@ -237,7 +235,7 @@ fn tls_checks_chain_and_host_name_unless_skip_verify() {
         cfg.tls_ca = with_ca.then(|| pki.path("ca.pem"));
         cfg.tls_skip_verify = skip;
         cfg.extra = vec![("message.timeout.ms".into(), "4000".into())];
-        let mut sink = KafkaSink::new(cfg, Arc::new(SinkStats::default())).expect("sink");
+        let mut sink = KafkaSink::new(cfg).expect("sink");
         let (evs, ids) = events(20, cert);
         let refs: Vec<&[u8]> = evs.iter().map(Vec::as_slice).collect();
         let what = format!("server cert {cert}, CA {with_ca}, skip verify {skip}");

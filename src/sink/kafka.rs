@@ -39,7 +39,6 @@ pub mod config;
 pub use config::{Acks, Compression, KafkaConfig, Sasl, SaslMechanism};
 
 use crate::metrics::labels::SinkFailure;
-use crate::metrics::sinks::SinkStats;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -49,7 +48,7 @@ use rdkafka::producer::{
 use rdkafka::ClientContext;
 use simd_json::prelude::*;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use super::Delivered;
@@ -520,7 +519,7 @@ impl fmt::Debug for KafkaSink {
 impl KafkaSink {
     /// Checks the settings with librdkafka and builds the producer. No broker
     /// needs to be up: librdkafka connects when the first record is produced.
-    pub fn new(cfg: KafkaConfig, _stats: Arc<SinkStats>) -> Result<Self, KafkaError> {
+    pub fn new(cfg: KafkaConfig) -> Result<Self, KafkaError> {
         if cfg.brokers.trim().is_empty() {
             return Err(KafkaError::NoBrokers);
         }

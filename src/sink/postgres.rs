@@ -44,7 +44,6 @@ pub mod testdb;
 mod tests;
 
 use crate::metrics::labels::SinkFailure;
-use crate::metrics::sinks::SinkStats;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::config::SslMode;
 use postgres::types::{ToSql, Type};
@@ -53,7 +52,6 @@ use row::Row;
 use std::fmt;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The schema, shipped as `deploy/init.sql`; run with the configured table
@@ -351,7 +349,7 @@ impl fmt::Debug for PgSink {
 
 impl PgSink {
     /// Checks the settings and prepares the statements; does not connect.
-    pub fn new(cfg: PgConfig, _stats: Arc<SinkStats>) -> Result<PgSink, PgError> {
+    pub fn new(cfg: PgConfig) -> Result<PgSink, PgError> {
         check_table(&cfg.table).map_err(|e| PgError::Config {
             var: "PG_TABLE",
             expected: format!("{e} (given {:?})", cfg.table),

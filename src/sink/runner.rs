@@ -63,7 +63,7 @@ pub struct DeliverError {
 /// The downstreams, one match each. The Kafka and PostgreSQL downstreams
 /// plug in here and nowhere else in the sinks: a variant
 /// (`Kafka(super::kafka::KafkaSink)`), its construction in
-/// [`Downstream::build`] (`KafkaSink::new(cfg.kafka.clone(), stats)
+/// [`Downstream::build`] (`KafkaSink::new(cfg.kafka.clone())
 /// .map_err(|e| SinkError::Downstream { output, message: e.to_string() })`,
 /// with a `kafka` field added to [`SinkConfig`] and filled in
 /// `server::run`), and one arm in each method below (`deliver` maps the
@@ -85,13 +85,13 @@ impl Downstream {
     ) -> Result<Downstream, SinkError> {
         match output {
             Output::Log => Ok(Downstream::Log(log::LogSink::new(cfg.log.clone(), stats)?)),
-            Output::Postgres => super::postgres::PgSink::new(cfg.postgres.clone(), stats)
+            Output::Postgres => super::postgres::PgSink::new(cfg.postgres.clone())
                 .map(|s| Downstream::Postgres(Box::new(s)))
                 .map_err(|e| SinkError::Downstream {
                     output,
                     message: e.to_string(),
                 }),
-            Output::Kafka => super::kafka::KafkaSink::new(cfg.kafka.clone(), stats)
+            Output::Kafka => super::kafka::KafkaSink::new(cfg.kafka.clone())
                 .map(Downstream::Kafka)
                 .map_err(|e| SinkError::Downstream {
                     output,

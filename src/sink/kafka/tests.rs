@@ -41,14 +41,13 @@ fn record_meta_of_a_malformed_event_is_empty_but_keeps_the_schema_header() {
 
 #[test]
 fn new_refuses_an_unknown_librdkafka_property_and_empty_brokers() {
-    let stats = Arc::new(SinkStats::default());
     let mut cfg = KafkaConfig::with_brokers("127.0.0.1:9");
     cfg.extra = vec![("linger.mss".into(), "5".into())];
-    let e = KafkaSink::new(cfg, Arc::clone(&stats)).unwrap_err();
+    let e = KafkaSink::new(cfg).unwrap_err();
     assert_eq!(e.kind(), SinkFailure::Open);
     assert!(e.to_string().contains("linger.mss"), "{e}");
     assert!(e.to_string().contains("KAFKA_CONFIG"), "{e}");
-    let e = KafkaSink::new(KafkaConfig::with_brokers(""), stats).unwrap_err();
+    let e = KafkaSink::new(KafkaConfig::with_brokers("")).unwrap_err();
     assert!(e.to_string().contains("KAFKA_BROKERS"), "{e}");
 }
 
@@ -115,7 +114,7 @@ fn every_sasl_mechanism_is_built_in() {
             user: "trackgate".into(),
             password: "not-a-real-password".into(),
         });
-        let sink = KafkaSink::new(cfg, Arc::new(SinkStats::default()));
+        let sink = KafkaSink::new(cfg);
         assert!(sink.is_ok(), "{mechanism:?}: {:?}", sink.err());
     }
 }
@@ -126,7 +125,7 @@ fn a_ca_file_that_is_not_pem_fails_at_start_not_at_first_delivery() {
     std::fs::write(&ca, "this is not a certificate").unwrap();
     let mut cfg = KafkaConfig::with_brokers("127.0.0.1:9");
     cfg.tls_ca = Some(ca.clone());
-    let e = KafkaSink::new(cfg, Arc::new(SinkStats::default())).unwrap_err();
+    let e = KafkaSink::new(cfg).unwrap_err();
     let _ = std::fs::remove_file(&ca);
     assert_eq!(e.kind(), SinkFailure::Open);
     assert!(e.to_string().contains("ssl.ca.location"), "{e}");

@@ -5,6 +5,7 @@ use super::testdb::TestCluster;
 use super::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -50,7 +51,7 @@ fn config(cluster: &TestCluster, db: &str, table: &str) -> PgConfig {
 }
 
 fn sink(cfg: PgConfig) -> PgSink {
-    PgSink::new(cfg, Arc::new(SinkStats::default())).expect("sink settings")
+    PgSink::new(cfg).expect("sink settings")
 }
 
 /// `count(*)` and `count(DISTINCT event_id)` of a table.
@@ -101,14 +102,9 @@ fn settings_are_checked_without_connecting() {
         create_table: true,
         dead_letter: "dead.ndjson".into(),
     };
-    let stats = Arc::new(SinkStats::default());
-    let made = PgSink::new(base.clone(), Arc::clone(&stats)).unwrap();
+    let made = PgSink::new(base.clone()).unwrap();
     assert!(!format!("{made:?}").contains("hunter2"));
-    let msg = |cfg: PgConfig| {
-        PgSink::new(cfg, Arc::clone(&stats))
-            .unwrap_err()
-            .to_string()
-    };
+    let msg = |cfg: PgConfig| PgSink::new(cfg).unwrap_err().to_string();
     assert!(msg(PgConfig {
         table: "Bad".into(),
         ..base.clone()
