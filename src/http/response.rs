@@ -51,7 +51,12 @@ impl Response {
     ) -> Self {
         Response {
             status,
-            headers: vec![("Content-Type", Cow::Borrowed(content_type))],
+            headers: {
+                // Room for what the endpoints add, so pushing never regrows.
+                let mut h = Vec::with_capacity(6);
+                h.push(("Content-Type", Cow::Borrowed(content_type)));
+                h
+            },
             body: body.into(),
             close: false,
         }

@@ -139,10 +139,14 @@ fn core_thread(
     report: mpsc::Sender<Report>,
 ) -> usize {
     let pinned = cpu.map(core_affinity::set_for_current).unwrap_or(false);
-    let rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
-        .enable_timer()
-        .with_entries(4096)
-        .build();
+    let rt = build_runtime(true).or_else(|e| {
+        debug!(
+            "io_uring task-run flags refused; plain io_uring",
+            core = id,
+            error = e
+        );
+        build_runtime(false)
+    });
     let mut rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
@@ -189,6 +193,12 @@ fn core_thread(
                 return 0;
             }
         };
+        // The flusher: sends the pixel hits (and server events) a turn of
+        // the event loop gathered as one entry, right after that turn's
+        // requests (it is woken by the first of them and runs after the
+        // tasks already woken).
+        let c = Rc::clone(&core);
+        monoio::spawn(async move { c.tracker.flush_each_turn().await });
         let local = listener.local_addr().unwrap_or(addr);
         info!("core started", core = id, driver = driver, pinned = pinned);
         let _ = report.send(Ok((local, driver)));
@@ -205,6 +215,33 @@ fn core_thread(
         drop(listener);
         drain(&core).await
     })
+}
+
+/// The core's runtime: io_uring, or epoll where io_uring is unavailable or
+/// blocked (monoio probes it). `taskrun` asks io_uring to run completion
+/// work when the core next enters the kernel (`IORING_SETUP_COOP_TASKRUN`,
+/// Linux 5.19) rather than interrupting it with an inter-processor
+/// interrupt for every packet that completes a read: on a busy core (and
+/// on a VM, where each such interrupt is a costly exit) those interrupts
+/// took about a seventh of the core's time (PERFORMANCE.md). The core
+/// enters the kernel on every turn of its loop anyway.
+fn build_runtime(
+    taskrun: bool,
+) -> std::io::Result<
+    monoio::FusionRuntime<
+        monoio::time::TimeDriver<monoio::IoUringDriver>,
+        monoio::time::TimeDriver<monoio::LegacyDriver>,
+    >,
+> {
+    let mut urb = io_uring::IoUring::builder();
+    if taskrun {
+        urb.setup_coop_taskrun().setup_taskrun_flag();
+    }
+    monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(4096)
+        .uring_builder(urb)
+        .build()
 }
 
 /// Binds the listener: `[::]` (dual stack) for "every interface", falling
@@ -343,5 +380,8 @@ async fn drain(core: &Rc<Core>) -> usize {
         }
     }
     core.pool.clear();
+    // Stop the flusher task (it holds the core) and let it finish.
+    core.tracker.close_events();
+    monoio::time::sleep(Duration::from_millis(1)).await;
     core.open.get()
 }

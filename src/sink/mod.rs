@@ -274,13 +274,31 @@ pub struct Entry {
     pub queued: Instant,
 }
 
+/// Most bytes of events gathered in one turn of a core's event loop before
+/// they are sent without waiting for the turn to end.
+const GATHER_MAX: usize = 64 * 1024;
+
 /// One core's door to the journal. Not shared: each core gets its own.
+///
+/// Events that need no acknowledgement (pixel hits, server events) are
+/// written straight into [`SinkHandle::gather`]'s buffer and leave as one
+/// [`Entry`] per turn of the core's event loop ([`SinkHandle::flush`], run
+/// by the core's flusher task right after the requests of that turn): one
+/// channel send, and at most one wakeup of the journal thread, for all the
+/// pixel hits a turn answered, instead of one per hit.
 #[derive(Debug)]
 pub struct SinkHandle {
     tx: Sender<Entry>,
     capacity: usize,
     journal: Arc<JournalStats>,
     ack_mode: AckMode,
+    /// Whole event lines gathered this turn, and how many.
+    gathered: std::cell::RefCell<Vec<u8>>,
+    gathered_events: std::cell::Cell<u32>,
+    /// The core's flusher task, parked until something is gathered.
+    flusher: std::cell::RefCell<Option<std::task::Waker>>,
+    /// The core is ending: its flusher task stops, events go out at once.
+    closing: std::cell::Cell<bool>,
 }
 
 impl SinkHandle {
@@ -314,6 +332,93 @@ impl SinkHandle {
         })
     }
 
+    /// Appends the event lines `write` produces (`events` of them, whole
+    /// lines each ending in `\n`) to this turn's gathered events, sent by
+    /// the next [`SinkHandle::flush`]. Refused, with nothing written, when
+    /// the journal is full or failed or this core's queue is full.
+    pub fn gather(&self, events: u32, write: impl FnOnce(&mut Vec<u8>)) -> Result<(), SubmitError> {
+        self.precheck()?;
+        let mut buf = self.gathered.borrow_mut();
+        let was_empty = buf.is_empty();
+        // Only this core sends on its channel: a free slot seen now is
+        // still free when the flush sends (the journal thread only takes).
+        if was_empty && self.tx.len() >= self.capacity {
+            return Err(SubmitError::Full);
+        }
+        if was_empty && buf.capacity() == 0 {
+            buf.reserve(GATHER_MAX / 4);
+        }
+        write(&mut buf);
+        self.gathered_events
+            .set(self.gathered_events.get() + events);
+        let full = buf.len() >= GATHER_MAX || self.closing.get();
+        drop(buf);
+        if full {
+            self.flush()?;
+        } else if was_empty {
+            let parked = self.flusher.borrow_mut().take();
+            if let Some(w) = parked {
+                w.wake();
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the events gathered so far as one entry. `Err` only when the
+    /// journal thread is gone (the events are then lost; the caller counts
+    /// them): the queue slot was checked when the first of them came.
+    pub fn flush(&self) -> Result<(), SubmitError> {
+        let events = self.gathered_events.replace(0);
+        let buf = std::mem::take(&mut *self.gathered.borrow_mut());
+        if buf.is_empty() {
+            return Ok(());
+        }
+        self.send(Entry {
+            batch: Batch {
+                bytes: bytes::Bytes::from(buf),
+                events,
+            },
+            ack: None,
+            queued: Instant::now(),
+        })
+        .inspect_err(|_| self.gathered_events.set(events))
+    }
+
+    /// How many gathered events a failed flush left unsent (then cleared).
+    pub fn take_unsent(&self) -> u32 {
+        self.gathered.borrow_mut().clear();
+        self.gathered_events.replace(0)
+    }
+
+    /// Resolves once events have been gathered (the flusher task awaits
+    /// this, then calls [`SinkHandle::flush`]), or the core is ending
+    /// ([`SinkHandle::is_closing`]).
+    pub fn gathered(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.gathered.borrow().is_empty() && !self.closing.get() {
+                *self.flusher.borrow_mut() = Some(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+    }
+
+    /// The core is ending: wakes the flusher task so it stops (it holds
+    /// the core), and from now on gathered events are sent at once.
+    pub fn close_gathering(&self) {
+        self.closing.set(true);
+        let parked = self.flusher.borrow_mut().take();
+        if let Some(w) = parked {
+            w.wake();
+        }
+    }
+
+    /// Whether [`SinkHandle::close_gathering`] was called.
+    pub fn is_closing(&self) -> bool {
+        self.closing.get()
+    }
+
     /// Queues a collect batch. Under `ACK_MODE=durable` returns the wait
     /// for the fsync that covers it; under `queued`, `None`.
     pub fn submit_collect(&self, batch: Batch) -> Result<Option<ack::AckWait>, SubmitError> {
@@ -339,6 +444,13 @@ impl SinkHandle {
     /// The journal's state (for `/readyz`).
     pub fn journal(&self) -> &JournalStats {
         &self.journal
+    }
+}
+
+impl Drop for SinkHandle {
+    /// A core that ends sends what it gathered in its last turn.
+    fn drop(&mut self) {
+        let _ = self.flush();
     }
 }
 
@@ -652,6 +764,7 @@ impl Bring {
             stats: self.journal_stats,
             shared: self.journal_shared,
             gather: self.gather,
+            lines: Vec::new(),
         })
     }
 
@@ -771,6 +884,10 @@ pub fn start(cfg: SinkConfig) -> Result<(Vec<SinkHandle>, Sinks), SinkError> {
             capacity: cfg.queue_capacity,
             journal: Arc::clone(&journal_stats),
             ack_mode: cfg.ack_mode,
+            gathered: Default::default(),
+            gathered_events: Default::default(),
+            flusher: Default::default(),
+            closing: Default::default(),
         });
         inputs.push(rx);
     }
@@ -1052,6 +1169,83 @@ mod tests {
         assert!(sinks.shutdown(Duration::from_secs(10)).is_clean());
         let got = numbers(&t.log());
         assert_eq!(got.last(), Some(&1000));
+    }
+
+    fn bare_handle(capacity: usize) -> (SinkHandle, Receiver<Entry>) {
+        let (tx, rx) = crossbeam_channel::bounded(capacity);
+        let h = SinkHandle {
+            tx,
+            capacity,
+            journal: Arc::default(),
+            ack_mode: AckMode::Durable,
+            gathered: Default::default(),
+            gathered_events: Default::default(),
+            flusher: Default::default(),
+            closing: Default::default(),
+        };
+        (h, rx)
+    }
+
+    #[test]
+    fn gathered_events_leave_as_one_entry_per_flush() {
+        let (h, rx) = bare_handle(4);
+        for i in 0..3 {
+            h.gather(1, |out| {
+                out.extend_from_slice(format!("{{\"n\":{i}}}\n").as_bytes())
+            })
+            .unwrap();
+        }
+        assert!(rx.try_recv().is_err(), "nothing is sent before the flush");
+        h.flush().unwrap();
+        let e = rx.try_recv().unwrap();
+        assert_eq!(e.batch.events, 3);
+        assert_eq!(&e.batch.bytes[..], b"{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+        assert!(e.ack.is_none());
+        h.flush().unwrap();
+        assert!(rx.try_recv().is_err(), "an empty flush sends nothing");
+
+        // A turn that gathers GATHER_MAX bytes sends them without waiting.
+        let line = vec![b'x'; 1023];
+        for _ in 0..GATHER_MAX / 1024 {
+            h.gather(1, |out| {
+                out.extend_from_slice(&line);
+                out.push(b'\n');
+            })
+            .unwrap();
+        }
+        assert_eq!(
+            rx.try_recv().unwrap().batch.events as usize,
+            GATHER_MAX / 1024
+        );
+
+        // Once the core is ending, every event goes out at once; a handle
+        // dropped with events gathered sends them.
+        h.close_gathering();
+        h.gather(1, |out| out.extend_from_slice(b"{}\n")).unwrap();
+        assert_eq!(rx.try_recv().unwrap().batch.events, 1);
+        let (h, rx) = bare_handle(4);
+        h.gather(2, |out| out.extend_from_slice(b"{}\n{}\n"))
+            .unwrap();
+        drop(h);
+        assert_eq!(rx.try_recv().unwrap().batch.events, 2);
+    }
+
+    #[test]
+    fn gathering_is_refused_when_the_queue_is_full() {
+        let (h, rx) = bare_handle(1);
+        h.gather(1, |out| out.extend_from_slice(b"{}\n")).unwrap();
+        // The free slot seen by the first event of the turn is kept for it.
+        h.gather(1, |out| out.extend_from_slice(b"{}\n")).unwrap();
+        h.flush().unwrap();
+        let mut wrote = false;
+        assert_eq!(
+            h.gather(1, |_| wrote = true),
+            Err(SubmitError::Full),
+            "the queue's one slot is taken"
+        );
+        assert!(!wrote, "nothing is written for a refused event");
+        assert_eq!(rx.try_recv().unwrap().batch.events, 2);
+        h.gather(1, |out| out.extend_from_slice(b"{}\n")).unwrap();
     }
 
     #[test]

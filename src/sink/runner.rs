@@ -181,6 +181,8 @@ pub struct JournalThread {
     pub shared: Arc<JournalShared>,
     /// `JOURNAL_FSYNC_MS`: the least time between two fsyncs.
     pub gather: Duration,
+    /// Scratch for the line ranges of one entry.
+    pub lines: Vec<(usize, usize)>,
 }
 
 /// One group commit being gathered.
@@ -213,13 +215,15 @@ impl JournalThread {
                             None => break,
                         }
                     }
-                    if group.bytes >= GROUP_BYTES || Instant::now() >= deadline {
+                    let now = Instant::now();
+                    if group.bytes >= GROUP_BYTES || now >= deadline || self.inputs.is_empty() {
                         break;
                     }
-                    match self.wait(deadline) {
-                        Some(e) => self.take(e, &mut group),
-                        None => break,
-                    }
+                    // Sleep out the interval instead of waking for every
+                    // entry (each wakeup would take the CPU from a core):
+                    // what arrives meanwhile queues (a core's channel holds
+                    // QUEUE_CAPACITY entries) and is all taken above.
+                    std::thread::sleep(deadline - now);
                 }
                 self.commit(group);
                 last_commit = Instant::now();
@@ -281,7 +285,8 @@ impl JournalThread {
 
     /// Appends one batch, all its events or none.
     fn take(&mut self, e: Entry, group: &mut Group) {
-        let lines: Vec<(usize, usize)> = line_ranges(&e.batch.bytes);
+        let mut lines = std::mem::take(&mut self.lines);
+        line_ranges_into(&e.batch.bytes, &mut lines);
         let need: u64 = lines.iter().map(|(a, b)| HEADER + (b - a) as u64).sum();
         let refuse = if self.journal.failed().is_some() {
             Some(AckError::Failed)
@@ -303,9 +308,10 @@ impl JournalThread {
             if let Some(a) = e.ack {
                 a.complete(Err(why));
             }
+            self.lines = lines;
             return;
         }
-        for (a, b) in lines {
+        for &(a, b) in &lines {
             let start = self.journal.pending_end();
             match self.journal.append(&e.batch.bytes[a..b]) {
                 Ok(seq) => {
@@ -323,6 +329,7 @@ impl JournalThread {
                 Err(err) => warn!("journal append refused", error = err),
             }
         }
+        self.lines = lines;
         if let Some(a) = e.ack {
             group.acks.push((a, e.queued));
         }
@@ -388,21 +395,21 @@ impl JournalThread {
 }
 
 /// The byte ranges of the non-empty lines of `b` (without their `\n`).
-fn line_ranges(b: &[u8]) -> Vec<(usize, usize)> {
-    let mut out = Vec::new();
+/// Written into `out` (cleared first), reusing its allocation; the
+/// newlines are found with `memchr` (SIMD), as a gathered entry holds a
+/// whole turn's events.
+fn line_ranges_into(b: &[u8], out: &mut Vec<(usize, usize)>) {
+    out.clear();
     let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
-        if c == b'\n' {
-            if i > start {
-                out.push((start, i));
-            }
-            start = i + 1;
+    for i in memchr::memchr_iter(b'\n', b) {
+        if i > start {
+            out.push((start, i));
         }
+        start = i + 1;
     }
     if start < b.len() {
         out.push((start, b.len()));
     }
-    out
 }
 
 /// How a sink thread ended.
@@ -785,6 +792,7 @@ mod tests {
             stats: Arc::clone(&stats),
             shared: Arc::default(),
             gather: Duration::ZERO,
+            lines: Vec::new(),
         };
         let (a1, w1) = ack::pair();
         let (a2, w2) = ack::pair();
@@ -832,6 +840,7 @@ mod tests {
             stats: Arc::default(),
             shared: Arc::default(),
             gather: Duration::ZERO,
+            lines: Vec::new(),
         };
         tx.send(entry("{\"a\":1}\n{\"b\":2}\n", None)).unwrap();
         drop(tx);
@@ -852,7 +861,13 @@ mod tests {
 
     #[test]
     fn line_ranges_skip_empty_lines() {
+        let line_ranges = |b: &[u8]| {
+            let mut out = vec![(9, 9)];
+            line_ranges_into(b, &mut out);
+            out
+        };
         assert_eq!(line_ranges(b"ab\n\ncd"), vec![(0, 2), (4, 6)]);
+        assert_eq!(line_ranges(b"\nab\ncd\n\n"), vec![(1, 3), (4, 6)]);
         assert!(line_ranges(b"").is_empty());
     }
 }

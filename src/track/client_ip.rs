@@ -328,6 +328,60 @@ impl IpText {
     pub(crate) fn as_bytes(&self) -> &[u8] {
         self.buf.get(..self.len).unwrap_or(&[])
     }
+
+    /// The text as `&str` (only ever written from `&str`s).
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The display form of `ip` (dotted quad for IPv4 without going through
+    /// `fmt`, which the pixel path would pay on every hit; IPv6 via `fmt`).
+    pub(crate) fn of(ip: IpAddr) -> IpText {
+        let mut t = IpText::new();
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, o) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if o >= 100 {
+                        t.push(b'0' + o / 100);
+                    }
+                    if o >= 10 {
+                        t.push(b'0' + o / 10 % 10);
+                    }
+                    t.push(b'0' + o % 10);
+                }
+            }
+            // 64 bytes hold any IPv6 display: writing cannot fail.
+            IpAddr::V6(v6) => {
+                let _ = fmt::Write::write_fmt(&mut t, format_args!("{v6}"));
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+}
+
+impl Clone for IpText {
+    fn clone(&self) -> IpText {
+        IpText {
+            buf: self.buf,
+            len: self.len,
+        }
+    }
+}
+
+impl fmt::Debug for IpText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl fmt::Write for IpText {
@@ -621,6 +675,27 @@ mod tests {
             "2001:db8::1]:1",
         ] {
             assert_eq!(walk("10.0.0.1", &[g], &lb()), ip("10.0.0.1"), "{g}");
+        }
+    }
+
+    #[test]
+    fn ip_text_of_matches_display() {
+        for a in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "192.0.2.7",
+            "10.200.3.45",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:192.0.2.1",
+        ] {
+            let addr = ip(a);
+            assert_eq!(IpText::of(addr).as_str(), addr.to_string());
+        }
+        for n in 0..=255u8 {
+            let addr = IpAddr::from([n, 255 - n, n / 3, 7]);
+            assert_eq!(IpText::of(addr).as_str(), addr.to_string());
         }
     }
 

@@ -16,7 +16,7 @@ use crate::metrics::sinks::SinkHealth;
 use crate::server::Shared;
 use crate::sink::ack::AckError;
 use crate::sink::{Batch, SinkHandle, SubmitError};
-use crate::track::client_ip::{canonical, client_ip};
+use crate::track::client_ip::{canonical, client_ip, IpText};
 use crate::track::collect::{encode_collect, CollectError};
 use crate::track::event::{self, Auth, AuthKind, EventFields, RequestCtx, Source};
 use crate::track::ids::Rng;
@@ -94,10 +94,10 @@ pub struct Tracker {
 }
 
 /// What every event and token of one request needs to know about its client.
-struct Client {
+struct Client<'h> {
     ip: IpAddr,
-    ua: Option<Vec<u8>>,
-    ip_text: Option<String>,
+    ua: Option<&'h [u8]>,
+    ip_text: Option<IpText>,
     ip_hash: Option<[u8; 32]>,
     received_ms: u64,
 }
@@ -241,7 +241,7 @@ impl Tracker {
         }
     }
 
-    fn client(&self, head: &RequestHead, peer: IpAddr) -> Client {
+    fn client<'h>(&self, head: &'h RequestHead, peer: IpAddr) -> Client<'h> {
         let cfg = &self.shared.cfg;
         let ip = client_ip(
             peer,
@@ -255,7 +255,7 @@ impl Tracker {
         };
         Client {
             ip,
-            ua: head.header(b"user-agent").map(<[u8]>::to_vec),
+            ua: head.header(b"user-agent"),
             ip_text: render_ip(cfg.ip_mode, ip),
             ip_hash,
             received_ms,
@@ -266,9 +266,9 @@ impl Tracker {
         RequestCtx {
             received_ms: c.received_ms,
             source,
-            ip: c.ip_text.as_deref(),
+            ip: c.ip_text.as_ref().map(IpText::as_str),
             ip_hash: c.ip_hash.as_ref().map(|h| &h[..]),
-            ua: c.ua.as_deref(),
+            ua: c.ua,
             auth,
             pageview_id: auth.map(|a| a.pageview_id),
             session_id: None,
@@ -371,7 +371,7 @@ impl Tracker {
             return resp;
         }
         let client = self.client(head, peer);
-        let mut session = cookie_value(head, cfg.cookie_name.as_bytes()).map(<[u8]>::to_vec);
+        let mut session = cookie_value(head, cfg.cookie_name.as_bytes()).map(Cow::Borrowed);
         if session.is_none() && cfg.cookie_mode {
             let sid = self
                 .rng
@@ -390,21 +390,54 @@ impl Tracker {
                 cookie.push_str("; Secure");
             }
             resp = resp.header("Set-Cookie", cookie);
-            session = Some(sid.into_bytes());
+            session = Some(Cow::Owned(sid.into_bytes()));
         }
         let mut ctx = self.ctx(&client, Source::Pixel, None);
         ctx.session_id = session.as_deref();
-        let mut out = Vec::with_capacity(512);
-        pixel::build_pixel_event(
-            &mut out,
-            head.query().unwrap_or(b""),
-            &ctx,
-            &mut self.rng.borrow_mut(),
-        );
-        // The GIF is answered even when the queue is full: browsers do not
-        // retry images. The drop is counted.
-        let _ = self.submit(out, 1, EventSource::Pixel);
+        // Written straight into this turn's gathered events (no buffer of
+        // its own). The GIF is answered even when the queue is full:
+        // browsers do not retry images. The drop is counted.
+        let res = self.sinks.gather(1, |out| {
+            pixel::build_pixel_event(
+                out,
+                head.query().unwrap_or(b""),
+                &ctx,
+                &mut self.rng.borrow_mut(),
+            );
+        });
+        match res {
+            Ok(()) => self.metrics.event(EventSource::Pixel, 1),
+            Err(e) => self.count_drop(e, 1),
+        }
         resp
+    }
+
+    /// Sends the events gathered in this turn of the event loop (the
+    /// core's flusher task calls it); a failure is counted as a drop.
+    pub fn flush_events(&self) {
+        if let Err(e) = self.sinks.flush() {
+            let lost = self.sinks.take_unsent();
+            self.count_drop(e, lost);
+        }
+    }
+
+    /// The core's flusher task: sends each turn's gathered events until
+    /// [`Tracker::close_events`].
+    pub async fn flush_each_turn(&self) {
+        loop {
+            self.sinks.gathered().await;
+            self.flush_events();
+            if self.sinks.is_closing() {
+                break;
+            }
+        }
+    }
+
+    /// The core is ending: sends what is gathered and stops the flusher
+    /// task (later events, if any, are sent one request at a time).
+    pub fn close_events(&self) {
+        self.flush_events();
+        self.sinks.close_gathering();
     }
 
     /// The client reached us over HTTPS: only a trusted proxy can say so.
@@ -435,7 +468,7 @@ impl Tracker {
         let verified = match self.signer.verify(
             &presented,
             &body,
-            client.ua.as_deref().unwrap_or(b""),
+            client.ua.unwrap_or(b""),
             client.ip,
             client.received_ms / 1000,
         ) {
@@ -564,13 +597,9 @@ impl Tracker {
     /// token and its expiry (unix seconds).
     fn mint(&self, kind: Kind, pv: Uuid, client: &Client) -> (String, u64) {
         let iat = client.received_ms / 1000;
-        let token = self.signer.mint(
-            kind,
-            pv,
-            iat,
-            client.ip,
-            client.ua.as_deref().unwrap_or(b""),
-        );
+        let token = self
+            .signer
+            .mint(kind, pv, iat, client.ip, client.ua.unwrap_or(b""));
         self.metrics.token_issued(match kind {
             Kind::Page => TokenKind::Page,
             Kind::Fetched => TokenKind::Fetched,
@@ -598,10 +627,14 @@ impl Tracker {
             session_id: None,
             pageview_id: None,
         };
-        let mut out = Vec::with_capacity(512 + payload.len());
-        event::encode(&mut out, &ctx, &ev, payload);
         // A full queue is counted as a drop; the page is served regardless.
-        let _ = self.submit(out, 1, EventSource::Server);
+        match self
+            .sinks
+            .gather(1, |out| event::encode(out, &ctx, &ev, payload))
+        {
+            Ok(()) => self.metrics.event(EventSource::Server, 1),
+            Err(e) => self.count_drop(e, 1),
+        }
     }
 
     /// `/readyz`: 200 while trackgate can proxy and accept events, with each
@@ -750,10 +783,9 @@ impl Tracker {
  {"type":"custom_event","url":"https://shop.example/blog","payload":{"props":{"name":"newsletter_signup"}}}
 ]"#
         .to_vec();
-        let ua = b"trackgate-test-mode".to_vec();
         let client = Client {
             ip: IpAddr::from([127, 0, 0, 1]),
-            ua: Some(ua),
+            ua: Some(b"trackgate-test-mode"),
             ip_text: render_ip(self.shared.cfg.ip_mode, IpAddr::from([127, 0, 0, 1])),
             ip_hash: None,
             received_ms: clock::unix_millis(),

@@ -107,10 +107,10 @@ pub fn network(ip: IpAddr) -> (IpAddr, u8) {
 
 /// The `ip` field of an event under `mode`: the canonical address (`Full`),
 /// its network address (`Truncate`), or nothing (`Hash`, `None`).
-pub fn render_ip(mode: IpMode, ip: IpAddr) -> Option<String> {
+pub(crate) fn render_ip(mode: IpMode, ip: IpAddr) -> Option<IpText> {
     match mode {
-        IpMode::Full => Some(canonical(ip).to_string()),
-        IpMode::Truncate => Some(network(ip).0.to_string()),
+        IpMode::Full => Some(IpText::of(canonical(ip))),
+        IpMode::Truncate => Some(IpText::of(network(ip).0)),
         IpMode::Hash | IpMode::None => None,
     }
 }
@@ -141,6 +141,26 @@ pub struct IpHasher {
     /// (no real day number is that large).
     day: u64,
     day_mac: HmacSha256,
+    /// Hashes of recently seen addresses on `day` (direct-mapped by
+    /// address; emptied when the day changes): a visitor's every hit
+    /// would otherwise pay two SHA-256 compressions.
+    recent: Vec<Option<(IpAddr, [u8; 32])>>,
+}
+
+/// Slots of [`IpHasher::recent`] (a power of two).
+const RECENT_SLOTS: usize = 256;
+
+/// The slot of `ip` in [`IpHasher::recent`].
+fn slot(ip: IpAddr) -> usize {
+    let x = match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => {
+            let n = u128::from(v6);
+            (n as u64) ^ ((n >> 64) as u64)
+        }
+    };
+    // Fibonacci hashing: the top bits of a multiply spread nearby addresses.
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize % RECENT_SLOTS
 }
 
 const NO_DAY: u64 = u64::MAX;
@@ -162,6 +182,7 @@ impl IpHasher {
             day_mac: secret.clone(),
             secret,
             day: NO_DAY,
+            recent: Vec::new(),
         }
     }
 
@@ -180,11 +201,19 @@ impl IpHasher {
                 .into_bytes();
             self.day_mac = keyed_hmac(&key);
             self.day = day;
+            self.recent.clear();
         }
-        let mut text = IpText::new();
-        // Writing an address into 64 bytes cannot fail; if it ever did, the
-        // hash would still be well defined over the bytes written.
-        let _ = fmt::Write::write_fmt(&mut text, format_args!("{}", canonical(ip)));
+        let ip = canonical(ip);
+        if self.recent.is_empty() {
+            self.recent.resize(RECENT_SLOTS, None);
+        }
+        let s = slot(ip);
+        if let Some(Some((seen, hash))) = self.recent.get(s) {
+            if *seen == ip {
+                return *hash;
+            }
+        }
+        let text = IpText::of(ip);
         let digest = self
             .day_mac
             .clone()
@@ -193,6 +222,9 @@ impl IpHasher {
             .into_bytes();
         let mut out = [0u8; 32];
         hex_lower_into(digest.get(..16).unwrap_or(&[]), &mut out);
+        if let Some(e) = self.recent.get_mut(s) {
+            *e = Some((ip, out));
+        }
         out
     }
 }
@@ -227,31 +259,43 @@ mod tests {
     #[test]
     fn render_by_mode() {
         assert_eq!(
-            render_ip(IpMode::Full, ip("::ffff:192.0.2.77")).as_deref(),
+            render_ip(IpMode::Full, ip("::ffff:192.0.2.77"))
+                .as_ref()
+                .map(IpText::as_str),
             Some("192.0.2.77")
         );
         assert_eq!(
-            render_ip(IpMode::Full, ip("2001:DB8::1")).as_deref(),
+            render_ip(IpMode::Full, ip("2001:DB8::1"))
+                .as_ref()
+                .map(IpText::as_str),
             Some("2001:db8::1")
         );
         assert_eq!(
-            render_ip(IpMode::Truncate, ip("192.0.2.77")).as_deref(),
+            render_ip(IpMode::Truncate, ip("192.0.2.77"))
+                .as_ref()
+                .map(IpText::as_str),
             Some("192.0.2.0")
         );
         assert_eq!(
-            render_ip(IpMode::Truncate, ip("::ffff:192.0.2.77")).as_deref(),
+            render_ip(IpMode::Truncate, ip("::ffff:192.0.2.77"))
+                .as_ref()
+                .map(IpText::as_str),
             Some("192.0.2.0")
         );
         assert_eq!(
-            render_ip(IpMode::Truncate, ip("2001:db8:1:2:3:4:5:6")).as_deref(),
+            render_ip(IpMode::Truncate, ip("2001:db8:1:2:3:4:5:6"))
+                .as_ref()
+                .map(IpText::as_str),
             Some("2001:db8:1::")
         );
         assert_eq!(
-            render_ip(IpMode::Truncate, ip("2001:0:0:ffff::1")).as_deref(),
+            render_ip(IpMode::Truncate, ip("2001:0:0:ffff::1"))
+                .as_ref()
+                .map(IpText::as_str),
             Some("2001::")
         );
-        assert_eq!(render_ip(IpMode::Hash, ip("192.0.2.77")), None);
-        assert_eq!(render_ip(IpMode::None, ip("192.0.2.77")), None);
+        assert!(render_ip(IpMode::Hash, ip("192.0.2.77")).is_none());
+        assert!(render_ip(IpMode::None, ip("192.0.2.77")).is_none());
         assert!(IpMode::Full.carries_hash() && IpMode::Truncate.carries_hash());
         assert!(IpMode::Hash.carries_hash() && !IpMode::None.carries_hash());
     }
@@ -306,6 +350,36 @@ mod tests {
         assert_ne!(d0, d1);
         // Going back (clock step) recomputes the earlier day correctly.
         assert_eq!(d0, h(&mut a, "203.0.113.9", day_start + 1));
+    }
+
+    #[test]
+    fn the_recent_cache_never_changes_a_hash() {
+        // 1,000 addresses (many sharing a slot), hashed twice in a
+        // different order and over a day change, against a fresh hasher
+        // (no cache) for each.
+        let secret = b"ip-hash-secret-for-tests";
+        let day_start = 20_454 * 86_400;
+        let addrs: Vec<IpAddr> = (0..1000u32)
+            .map(|i| {
+                if i % 3 == 0 {
+                    IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, (i >> 16) as u16, i as u16])
+                } else {
+                    IpAddr::from((0xc000_0200u32 + i * 7).to_be_bytes())
+                }
+            })
+            .collect();
+        let mut cached = IpHasher::new(secret);
+        for t in [day_start, day_start + 5, day_start + 86_400] {
+            for (n, a) in addrs
+                .iter()
+                .enumerate()
+                .rev()
+                .chain(addrs.iter().enumerate())
+            {
+                let fresh = IpHasher::new(secret).hash(*a, t);
+                assert_eq!(cached.hash(*a, t), fresh, "address {n} at {t}");
+            }
+        }
     }
 
     #[test]

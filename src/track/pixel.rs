@@ -59,7 +59,7 @@ pub(crate) fn hex_val(b: u8) -> Option<u8> {
 /// Decodes one query component: `+` → space, `%XX` → byte, a `%` not
 /// followed by two hex digits kept as is. Borrows when nothing changes.
 pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
-    let Some(first) = s.iter().position(|&b| b == b'%' || b == b'+') else {
+    let Some(first) = memchr::memchr2(b'%', b'+', s) else {
         return Cow::Borrowed(s);
     };
     let mut out = Vec::with_capacity(s.len());
@@ -100,6 +100,14 @@ pub fn query_pairs(q: &[u8]) -> impl Iterator<Item = (Cow<'_, [u8]>, Cow<'_, [u8
         })
 }
 
+/// [`query_pairs`] collected, allocated once (one slot per `&`-separated
+/// segment) instead of growing pair by pair.
+fn collect_pairs(q: &[u8]) -> Vec<Pair<'_>> {
+    let mut v = Vec::with_capacity(memchr::memchr_iter(b'&', q).count() + 1);
+    v.extend(query_pairs(q));
+    v
+}
+
 /// The decoded value of the first parameter called `name` (compared after
 /// decoding), if any.
 pub fn query_param<'a>(q: &'a [u8], name: &[u8]) -> Option<Cow<'a, [u8]>> {
@@ -123,9 +131,9 @@ struct Named {
 /// [`Source::Pixel`](crate::track::event::Source::Pixel)) and returns its
 /// event id (a UUIDv7 at `ctx.received_ms`).
 pub fn build_pixel_event(out: &mut Vec<u8>, query: &[u8], ctx: &RequestCtx, rng: &mut Rng) -> Uuid {
-    let pairs: Vec<Pair> = query_pairs(query).collect();
+    let pairs = collect_pairs(query);
     let mut named = Named::default();
-    let mut props: Vec<usize> = Vec::new();
+    let mut props: Vec<usize> = Vec::with_capacity(pairs.len());
     for (i, (k, v)) in pairs.iter().enumerate() {
         let slot = match k.as_ref() {
             b"e" => &mut named.e,
@@ -149,7 +157,7 @@ pub fn build_pixel_event(out: &mut Vec<u8>, query: &[u8], ctx: &RequestCtx, rng:
 
     let url = value(named.url);
     let url_pairs: Vec<Pair> = match url.and_then(url_query) {
-        Some(q) => query_pairs(q).collect(),
+        Some(q) => collect_pairs(q),
         None => Vec::new(),
     };
 
