@@ -34,7 +34,7 @@ impl Conn {
     pub fn new(stream: TcpStream, write_timeout: Duration) -> Conn {
         Conn {
             stream,
-            buf: Vec::with_capacity(READ_CHUNK),
+            buf: Vec::new(),
             bytes_in: 0,
             bytes_out: 0,
             write_timeout,

@@ -38,7 +38,9 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     core.metrics.connections_open.add(1);
     let peer_ip = canonical(peer.ip());
     let mut conn = Conn::new(stream, core.shared.cfg.idle_timeout);
-    let mut out = Vec::with_capacity(4096);
+    // Grown by the first response and kept (a pixel answer needs a few
+    // hundred bytes); see `IDLE_READ` for the read side.
+    let mut out = Vec::new();
     let mut upgraded = None;
     let mut first = true;
     // Whether we end the connection after answering (rather than the
@@ -78,10 +80,16 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
         }
         let keep = match core.tracker.route(&head) {
             Some(local) => {
-                answer_locally(&core, &mut conn, &mut out, &head, local, peer_ip, t0).await
+                Box::pin(answer_locally(
+                    &core, &mut conn, &mut out, &head, local, peer_ip, t0,
+                ))
+                .await
             }
             None => {
-                let f = forward::forward(&core, &mut conn, &head, peer_ip).await;
+                // Boxed: the proxy's state (the origin exchange, injection)
+                // is most of a connection task's size and is needed only
+                // while a request is proxied, not while the connection idles.
+                let f = Box::pin(forward::forward(&core, &mut conn, &head, peer_ip)).await;
                 core.metrics.request(Route::Proxy, f.status, t0.elapsed());
                 match f.outcome {
                     Outcome::KeepAlive => true,
@@ -101,7 +109,12 @@ pub async fn serve(core: Rc<Core>, stream: TcpStream, peer: SocketAddr) {
     core.metrics.bytes_received.add(conn.bytes_in);
     core.metrics.bytes_sent.add(conn.bytes_out);
     if let Some(origin) = upgraded {
-        forward::tunnel(conn, origin, core.shared.cfg.tunnel_idle_timeout).await;
+        Box::pin(forward::tunnel(
+            conn,
+            origin,
+            core.shared.cfg.tunnel_idle_timeout,
+        ))
+        .await;
     } else if answered_last {
         linger_close(&mut conn).await;
     }
@@ -198,13 +211,23 @@ async fn linger_close(conn: &mut Conn) {
     }
 }
 
+/// The buffer a connection waiting for its next request holds: io_uring
+/// reads into it while the connection sits idle, so with thousands of idle
+/// keep-alive connections its size is most of their memory. Most request
+/// heads fit (a longer one is read on in `READ_CHUNK`s).
+const IDLE_READ: usize = 2048;
+
 /// A read that the core can cancel when draining starts.
 async fn read_cancelable(
     conn: &mut Conn,
     handle: monoio::io::CancelHandle,
 ) -> std::io::Result<usize> {
-    if conn.buf.capacity() - conn.buf.len() < crate::net::READ_CHUNK / 2 {
-        conn.buf.reserve(crate::net::READ_CHUNK);
+    if conn.buf.is_empty() && conn.buf.capacity() > 2 * IDLE_READ {
+        // An idle connection does not keep a large buffer grown by an
+        // earlier request (a body, a long head).
+        conn.buf = Vec::with_capacity(IDLE_READ);
+    } else if conn.buf.capacity() - conn.buf.len() < IDLE_READ / 2 {
+        conn.buf.reserve(IDLE_READ);
     }
     let buf = std::mem::take(&mut conn.buf);
     let len = buf.len();
