@@ -109,7 +109,9 @@ impl Pool {
             match monoio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    return Ok(Conn::new(stream, self.upstream_timeout));
+                    let mut conn = Conn::new(stream, self.upstream_timeout);
+                    conn.read_chunk = crate::net::ORIGIN_READ_CHUNK;
+                    return Ok(conn);
                 }
                 Ok(Err(_)) => last = UpstreamError::Connect,
                 Err(_) => last = UpstreamError::Timeout,
