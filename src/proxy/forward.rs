@@ -17,7 +17,7 @@ use crate::http::response::{push_u64, Response};
 use crate::inject::decide;
 use crate::metrics::labels::{StatusClass, UpstreamError};
 use crate::net::{Conn, Gather};
-use crate::proxy::hop::drop_header;
+use crate::proxy::hop::Nominated;
 use crate::proxy::inject;
 use crate::server::conn::BodyClock;
 use crate::server::cores::Core;
@@ -539,6 +539,7 @@ fn build_request_head(
         out.extend_from_slice(ae.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let nominated = Nominated::of(head.connection_tokens());
     for (name, value) in head.headers() {
         if accept_encoding.is_some() && name.eq_ignore_ascii_case(b"accept-encoding") {
             continue;
@@ -547,7 +548,7 @@ fn build_request_head(
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"expect")
             || (max_forwards.is_some() && name.eq_ignore_ascii_case(b"max-forwards"))
-            || drop_header(name, head.connection_tokens())
+            || nominated.drops(name)
         {
             continue;
         }
@@ -592,7 +593,7 @@ fn build_request_head(
         out.extend_from_slice(&xff);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(peer.to_string().as_bytes());
+    push_ip(out, peer);
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
     out.extend_from_slice(proto.unwrap_or(b"http"));
     if let Some(h) = fwd_host.or(head.host()) {
@@ -629,6 +630,13 @@ fn build_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `ip` in its usual text form (without a `String` in between).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{ip}");
 }
 
 /// Headers by which a proxy in front tells the origin about the client.
@@ -718,13 +726,14 @@ pub(crate) fn write_response_head(
     let upgrade = resp.status() == 101;
     let mut vary_ok = false;
     let mut csp_index = 0;
+    let nominated = Nominated::of(resp.connection_tokens());
     for (name, value) in resp.headers() {
         if upgrade
             && (name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"connection"))
         {
             continue;
         }
-        if drop_header(name, resp.connection_tokens()) {
+        if nominated.drops(name) {
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length")
@@ -807,6 +816,7 @@ async fn read_response_head(
     timeout: Duration,
 ) -> Result<ResponseHead, ReadErr> {
     let deadline = Instant::now() + timeout;
+    let mut left = timeout;
     loop {
         if !origin.buf.is_empty() {
             match parse_response(&origin.buf, method) {
@@ -816,8 +826,9 @@ async fn read_response_head(
                 Err(_) => return Err(ReadErr::Invalid),
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, origin.read_more()).await {
+        let res = monoio::time::timeout(left, origin.read_more()).await;
+        left = deadline.saturating_duration_since(Instant::now());
+        match res {
             Err(_) => return Err(ReadErr::Timeout),
             Ok(Ok(0)) if origin.buf.is_empty() => return Err(ReadErr::ClosedEarly),
             Ok(Ok(0)) => return Err(ReadErr::Invalid),
