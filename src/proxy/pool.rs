@@ -13,6 +13,7 @@ use crate::net::Conn;
 use crate::proxy::upstream::Upstream;
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +25,8 @@ struct Idle {
 
 /// Per-core upstream pool (no locks: only its core touches it).
 pub struct Pool {
-    idle: RefCell<Vec<Idle>>,
+    /// Oldest first (returned at the back, taken from the back).
+    idle: RefCell<VecDeque<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -38,7 +40,7 @@ pub struct Pool {
 impl Pool {
     pub fn new(cfg: &Config, metrics: Arc<CoreMetrics>) -> Pool {
         Pool {
-            idle: RefCell::new(Vec::new()),
+            idle: RefCell::new(VecDeque::new()),
             max_idle: cfg.upstream_pool_size,
             idle_timeout: cfg.upstream_idle_timeout,
             connect_timeout: cfg.upstream_connect_timeout,
@@ -55,9 +57,14 @@ impl Pool {
     pub fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         let now = Instant::now();
-        idle.retain(|i| now.duration_since(i.since) < self.idle_timeout);
+        while idle
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
         let mut got = None;
-        while let Some(i) = idle.pop() {
+        while let Some(i) = idle.pop_back() {
             if !i.conn.has_unsolicited_input() {
                 got = Some(i.conn);
                 break;
@@ -76,9 +83,9 @@ impl Pool {
         conn.bytes_out = 0;
         let mut idle = self.idle.borrow_mut();
         if idle.len() >= self.max_idle {
-            idle.remove(0);
+            idle.pop_front();
         }
-        idle.push(Idle {
+        idle.push_back(Idle {
             conn,
             since: Instant::now(),
         });
