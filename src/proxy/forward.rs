@@ -95,15 +95,17 @@ pub async fn forward(
         return reply(client, r.closing(), head).await;
     }
     let cfg = &core.shared.cfg;
-    let mut req = Vec::with_capacity(1024);
-    build_request_head(&mut req, core, head, peer, max_forwards);
+    // The request head, then the response head, are built in a buffer this
+    // core reused from an earlier request.
+    let mut req = core.pool.gather();
+    build_request_head(&mut req.head, core, head, peer, max_forwards);
     // DESYNC_MODE=defensive (strictest never gets here): an ambiguous
     // request tells the origin to close, and its connection is not reused.
     let ambiguous = ambiguity(head).is_some();
     if ambiguous && !head.is_upgrade() {
         // Before the blank line that ends the head.
-        req.truncate(req.len() - 2);
-        req.extend_from_slice(b"Connection: close\r\n\r\n");
+        req.head.truncate(req.head.len() - 2);
+        req.head.extend_from_slice(b"Connection: close\r\n\r\n");
     }
     let framing = head.framing();
     let retryable = head.method().is_idempotent() && matches!(framing, Framing::None);
@@ -127,12 +129,12 @@ pub async fn forward(
                 }
             },
         };
-        let (res, back) = origin.write_all(req).await;
+        let (res, back) = origin.write_gather(req).await;
         req = back;
         if res.is_err() {
             // The origin has no complete head and nothing of the body was
             // read from the client yet: any method may go again, once.
-            if reused && attempt == 1 && !req.is_empty() {
+            if reused && attempt == 1 && !req.head.is_empty() {
                 continue;
             }
             core.metrics.upstream_error(UpstreamError::Io);
@@ -324,7 +326,23 @@ pub async fn forward(
             }
             (done.result, done.keep_client)
         }
-        None => plain_copy(core, client, &mut origin, head, &resp, &edits, head_len).await,
+        None => {
+            let mut g = req;
+            g.head.clear();
+            let done = plain_copy(
+                core,
+                client,
+                &mut origin,
+                head,
+                &resp,
+                &edits,
+                head_len,
+                &mut g,
+            )
+            .await;
+            core.pool.recycle(g);
+            done
+        }
     };
     let origin_ok = match copied {
         Ok(()) => true,
@@ -364,7 +382,8 @@ pub async fn forward(
 /// the client); the head goes out with the first piece of the body when
 /// that piece is already here. The origin's buffer starts with the
 /// response head (`head_len` bytes). Returns the copy's result and whether
-/// the client connection stays open.
+/// the client connection stays open. `g` is empty; its buffers are reused.
+#[allow(clippy::too_many_arguments)]
 async fn plain_copy(
     core: &Core,
     client: &mut Conn,
@@ -373,6 +392,7 @@ async fn plain_copy(
     resp: &ResponseHead,
     edits: &Edits<'_>,
     head_len: usize,
+    g: &mut Gather,
 ) -> (Result<(), Side>, bool) {
     let cfg = &core.shared.cfg;
     // Framing toward the client. HTTP/1.0 clients cannot take chunked.
@@ -385,8 +405,6 @@ async fn plain_copy(
         Framing::Chunked | Framing::UntilClose => (OutFraming::Close, true),
     };
     let keep_client = head.keep_alive() && !close_delimited && !core.draining();
-    let mut g = Gather::default();
-    g.head.reserve(1024);
     let keep_alive_10 = keep_client && head.version_minor() == 0;
     write_response_head(
         &mut g.head,
@@ -401,16 +419,16 @@ async fn plain_copy(
     let copied = match origin_framing {
         Framing::None => {
             origin.consume(head_len);
-            flush(client, &mut g).await
+            flush(client, g).await
         }
-        Framing::Length(n) => copy_length(origin, client, n, timeout, None, &mut g, head_len).await,
+        Framing::Length(n) => copy_length(origin, client, n, timeout, None, g, head_len).await,
         Framing::Chunked => {
             origin.consume(head_len);
-            copy_chunked(origin, client, timeout, reframe, None, &mut g).await
+            copy_chunked(origin, client, timeout, reframe, None, g).await
         }
         Framing::UntilClose => {
             origin.consume(head_len);
-            copy_until_close(origin, client, timeout, reframe, &mut g).await
+            copy_until_close(origin, client, timeout, reframe, g).await
         }
     };
     (copied, keep_client)

@@ -5,11 +5,13 @@
 //! the origin has neither closed the connection nor sent stray bytes.
 //! A connection goes back only after a complete response with no bytes
 //! after it and no `Connection: close` from the origin (the caller checks).
+//! The pool also keeps the core's spare write buffers ([`Gather`]s), so a
+//! forwarded request's heads are built in memory reused from earlier ones.
 
 use crate::config::Config;
 use crate::metrics::core::CoreMetrics;
 use crate::metrics::labels::UpstreamError;
-use crate::net::Conn;
+use crate::net::{Conn, Gather};
 use crate::proxy::upstream::Upstream;
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
@@ -35,7 +37,14 @@ pub struct Pool {
     /// The address list this core last read, with its generation.
     addrs: RefCell<(u64, Arc<Vec<SocketAddr>>)>,
     next: Cell<usize>,
+    spare: RefCell<Vec<Gather>>,
 }
+
+/// Most spare write buffers a core keeps.
+const MAX_SPARE: usize = 64;
+/// A head buffer that grew past this is not kept (a huge head once should
+/// not pin its memory).
+const MAX_SPARE_HEAD: usize = 16 * 1024;
 
 impl Pool {
     pub fn new(cfg: &Config, metrics: Arc<CoreMetrics>) -> Pool {
@@ -48,6 +57,7 @@ impl Pool {
             metrics,
             addrs: RefCell::new((0, Arc::new(Vec::new()))),
             next: Cell::new(0),
+            spare: RefCell::new(Vec::new()),
         }
     }
 
@@ -90,6 +100,27 @@ impl Pool {
             since: Instant::now(),
         });
         self.metrics.upstream_pool_idle.set(idle.len() as i64);
+    }
+
+    /// An empty write buffer, reused when one is spare.
+    pub fn gather(&self) -> Gather {
+        match self.spare.borrow_mut().pop() {
+            Some(g) => g,
+            None => {
+                let mut g = Gather::default();
+                g.head.reserve(1024);
+                g
+            }
+        }
+    }
+
+    /// Keeps `g` for a later request (emptied; its body, if any, dropped).
+    pub fn recycle(&self, mut g: Gather) {
+        drop(g.take_body());
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < MAX_SPARE && g.head.capacity() <= MAX_SPARE_HEAD {
+            spare.push(g);
+        }
     }
 
     pub fn clear(&self) {
