@@ -4,12 +4,13 @@
 //! monoio's io_uring calls take ownership of a buffer and hand it back, so a
 //! [`Conn`] keeps its unread bytes in one `Vec` that travels through the
 //! kernel and back; bytes past the current message stay there for the next
-//! one (pipelining). Writes take a `Vec` and return it for reuse; every
-//! write has a deadline, so a peer that stops reading cannot hold a
-//! connection (and the other side of the proxy) forever.
+//! one (pipelining). Writes take a `Vec` (or a [`Gather`] of several
+//! parts, sent with one `writev`) and return it for reuse; every write has
+//! a deadline, so a peer that stops reading cannot hold a connection (and
+//! the other side of the proxy) forever.
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::buf::{IoBufMut, IoVecBuf};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -17,6 +18,10 @@ use std::time::Duration;
 
 /// How much spare room a read asks for at least.
 pub const READ_CHUNK: usize = 16 * 1024;
+
+/// How much spare room a read of an origin connection asks for: a response
+/// head and a typical asset body arrive in one read.
+pub const ORIGIN_READ_CHUNK: usize = 64 * 1024;
 
 /// A TCP stream with its buffer of received, not yet consumed bytes.
 pub struct Conn {
@@ -28,6 +33,8 @@ pub struct Conn {
     pub bytes_out: u64,
     /// How long one write may wait for the peer to read.
     pub write_timeout: Duration,
+    /// The spare room a read asks for ([`READ_CHUNK`] unless set).
+    pub read_chunk: usize,
 }
 
 impl Conn {
@@ -38,6 +45,7 @@ impl Conn {
             bytes_in: 0,
             bytes_out: 0,
             write_timeout,
+            read_chunk: READ_CHUNK,
         }
     }
 
@@ -68,8 +76,8 @@ impl Conn {
     /// Reads more bytes after those already buffered. Returns how many
     /// arrived; 0 means the peer closed its side.
     pub async fn read_more(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
+        if self.buf.capacity() - self.buf.len() < self.read_chunk / 2 {
+            self.buf.reserve(self.read_chunk);
         }
         let buf = std::mem::take(&mut self.buf);
         let len = buf.len();
@@ -112,11 +120,173 @@ impl Conn {
         }
     }
 
+    /// Writes all of `g`'s parts, in one `writev` when the peer takes them
+    /// at once; returns `g` for reuse. Fails like [`Conn::write_all`] (on a
+    /// timeout `g` comes back empty).
+    pub async fn write_gather(&mut self, g: Gather) -> (io::Result<()>, Gather) {
+        let len = g.len() as u64;
+        match monoio::time::timeout(self.write_timeout, writev_all(&mut self.stream, g)).await {
+            Ok((res, g)) => {
+                if res.is_ok() {
+                    self.bytes_out += len;
+                }
+                (res, g)
+            }
+            Err(_) => (
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "peer stopped reading",
+                )),
+                Gather::default(),
+            ),
+        }
+    }
+
     /// Writes all of `data` and clears it, keeping its allocation.
     pub async fn send(&mut self, data: &mut Vec<u8>) -> io::Result<()> {
         let (res, mut back) = self.write_all(std::mem::take(data)).await;
         back.clear();
         *data = back;
         res
+    }
+}
+
+async fn writev_all(stream: &mut TcpStream, mut g: Gather) -> (io::Result<()>, Gather) {
+    let total = g.len();
+    let mut done = 0;
+    while done < total {
+        g.aim(done);
+        let (res, back) = stream.writev(g).await;
+        g = back;
+        match res {
+            Ok(0) => {
+                return (
+                    Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write whole buffer",
+                    )),
+                    g,
+                )
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (Err(e), g),
+        }
+    }
+    (Ok(()), g)
+}
+
+/// Up to three parts written with one `writev`: `head` whole, then
+/// `body[from..to]`, then `tail`. A proxied response goes out as its head
+/// and the body bytes read with it (without moving them to the front of
+/// the buffer), or as a chunk header, the chunk's data and its CRLF.
+/// The parts stay owned while the kernel reads them.
+#[derive(Default)]
+pub struct Gather {
+    pub head: Vec<u8>,
+    pub body: Vec<u8>,
+    pub from: usize,
+    pub to: usize,
+    pub tail: &'static [u8],
+    /// The iovecs of the write in flight (on the heap: their address must
+    /// not change while the kernel holds it).
+    iov: Vec<libc::iovec>,
+}
+
+impl Gather {
+    /// Bytes in all parts.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.body_part().len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn body_part(&self) -> &[u8] {
+        self.body.get(self.from..self.to).unwrap_or(&[])
+    }
+
+    /// Empties `head` and `tail` and takes `body` out (for its owner).
+    pub fn take_body(&mut self) -> Vec<u8> {
+        self.head.clear();
+        self.tail = b"";
+        self.from = 0;
+        self.to = 0;
+        std::mem::take(&mut self.body)
+    }
+
+    /// Points the iovecs at the bytes past the first `skip`.
+    fn aim(&mut self, mut skip: usize) {
+        let body = self.body.get(self.from..self.to).unwrap_or(&[]);
+        self.iov.clear();
+        for part in [&self.head[..], body, self.tail] {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            let rest = &part[skip..];
+            skip = 0;
+            self.iov.push(libc::iovec {
+                iov_base: rest.as_ptr() as *mut libc::c_void,
+                iov_len: rest.len(),
+            });
+        }
+    }
+}
+
+// SAFETY: the iovecs point into `head` and `body` (heap buffers that do not
+// move when the `Gather` does, and are not changed while a write owns it)
+// or at `tail` ('static); `iov` itself is a heap buffer left alone during
+// the write.
+unsafe impl IoVecBuf for Gather {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov.as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aimed(g: &mut Gather, skip: usize) -> Vec<u8> {
+        g.aim(skip);
+        let mut out = Vec::new();
+        for v in &g.iov {
+            // SAFETY: `aim` just pointed these at live parts of `g`.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn gather_aims_past_what_was_written() {
+        let mut g = Gather {
+            head: b"HEAD|".to_vec(),
+            body: b"xxBODYyy".to_vec(),
+            from: 2,
+            to: 6,
+            tail: b"|T",
+            ..Gather::default()
+        };
+        assert_eq!(g.len(), 11);
+        assert_eq!(aimed(&mut g, 0), b"HEAD|BODY|T");
+        assert_eq!(g.iov.len(), 3);
+        assert_eq!(aimed(&mut g, 2), b"AD|BODY|T");
+        assert_eq!(aimed(&mut g, 5), b"BODY|T");
+        assert_eq!(g.iov.len(), 2);
+        assert_eq!(aimed(&mut g, 7), b"DY|T");
+        assert_eq!(aimed(&mut g, 10), b"T");
+        assert_eq!(aimed(&mut g, 11), b"");
+        assert!(g.iov.is_empty());
+        let body = g.take_body();
+        assert_eq!(body, b"xxBODYyy");
+        assert!(g.is_empty());
     }
 }

@@ -763,3 +763,53 @@ fn every_split_across_segments_gives_the_same_result() {
         }
     }
 }
+
+/// The response head reaches the client before the origin sends any of the
+/// body (a long poll or an event stream is not held back behind its first
+/// bytes), with a Content-Length body and with a chunked one: the origin
+/// sends the body only once the client has the head.
+#[test]
+fn the_head_goes_out_before_a_delayed_body() {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let rx = std::sync::Mutex::new(rx);
+    let origin = Origin::start(move |req, s| {
+        let chunked = req.request_line().contains("/chunked");
+        let head: &[u8] = if chunked {
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
+        };
+        if s.write_all(head).is_err() {
+            return false;
+        }
+        // No body (and a closed connection) unless the client got the head.
+        let go = rx
+            .lock()
+            .expect("lock")
+            .recv_timeout(Duration::from_secs(10));
+        if go.is_err() {
+            return false;
+        }
+        let body: &[u8] = if chunked {
+            b"5\r\nhello\r\n0\r\n\r\n"
+        } else {
+            b"hello"
+        };
+        s.write_all(body).is_ok()
+    });
+    let p = Proc::start(&[("FORWARD_DESTINATION", &origin.url())]);
+    let mut c = Client::connect(p.addr);
+    for (path, want) in [
+        ("/len", &b"hello"[..]),
+        ("/chunked", &b"5\r\nhello\r\n0\r\n\r\n"[..]),
+    ] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        let head = c.read_head_raw().expect("the head, before any body");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(c.buffered().is_empty());
+        tx.send(()).expect("the origin waits");
+        let mut body = vec![0u8; want.len()];
+        c.stream.read_exact(&mut body).expect("the body");
+        assert_eq!(body, want, "{path}");
+    }
+}

@@ -55,6 +55,8 @@ impl DesyncMode {
 }
 
 /// Why `head` is ambiguous (the first rule above that matches), or `None`.
+/// One pass over the fields (this runs on every request, twice when it is
+/// forwarded).
 pub fn ambiguity(head: &RequestHead) -> Option<&'static str> {
     let has_body = match head.framing() {
         Framing::Length(n) => n > 0,
@@ -64,30 +66,50 @@ pub fn ambiguity(head: &RequestHead) -> Option<&'static str> {
     if matches!(head.method(), Method::Get | Method::Head) && has_body {
         return Some("body-on-get-head");
     }
-    if head
-        .headers_named(b"content-length")
-        .any(|v| v.len() > 1 && v[0] == b'0')
-    {
-        return Some("cl-leading-zero");
-    }
-    let mut te = head.headers_named(b"transfer-encoding");
-    if let Some(first) = te.next() {
-        if first != b"chunked" || te.next().is_some() {
-            return Some("te-not-plain-chunked");
+    let mut cl_leading_zero = false;
+    let mut te_fields = 0usize;
+    let mut te_first_plain = false;
+    let mut host_field: Option<&[u8]> = None;
+    let mut underscore = false;
+    let mut h2c = false;
+    for (name, value) in head.headers() {
+        underscore |= name.contains(&b'_');
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                cl_leading_zero |= value.len() > 1 && value[0] == b'0';
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                if te_fields == 0 {
+                    te_first_plain = value == b"chunked";
+                }
+                te_fields += 1;
+            }
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                host_field = host_field.or(Some(value));
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => {
+                h2c |= value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"));
+            }
+            _ => {}
         }
     }
-    if let (Some(target_host), Some(field)) = (head.host(), head.headers_named(b"host").next()) {
+    if cl_leading_zero {
+        return Some("cl-leading-zero");
+    }
+    if te_fields > 1 || (te_fields == 1 && !te_first_plain) {
+        return Some("te-not-plain-chunked");
+    }
+    if let (Some(target_host), Some(field)) = (head.host(), host_field) {
         if !target_host.eq_ignore_ascii_case(field) {
             return Some("host-mismatch");
         }
     }
-    if head.headers().any(|(n, _)| n.contains(&b'_')) {
+    if underscore {
         return Some("underscore-in-name");
     }
-    if head.headers_named(b"upgrade").any(|v| {
-        v.split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
-    }) {
+    if h2c {
         return Some("h2c-upgrade");
     }
     None
@@ -156,6 +178,15 @@ mod tests {
         assert_eq!(
             why("GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"),
             None
+        );
+        // The first rule in the list wins, whatever the order of the fields.
+        assert_eq!(
+            why("POST / HTTP/1.1\r\nX_A: 1\r\nHost: a\r\nContent-Length: 05\r\n\r\n"),
+            Some("cl-leading-zero")
+        );
+        assert_eq!(
+            why("GET http://b/ HTTP/1.1\r\nUpgrade: h2c\r\nX_A: 1\r\nHost: a\r\n\r\n"),
+            Some("host-mismatch")
         );
         assert_eq!(DesyncMode::parse("Strictest"), Some(DesyncMode::Strictest));
         assert_eq!(DesyncMode::parse("monitor"), None);

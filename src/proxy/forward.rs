@@ -16,8 +16,8 @@ use crate::http::head::{parse_response, Framing, Method, RequestHead, ResponseHe
 use crate::http::response::{push_u64, Response};
 use crate::inject::decide;
 use crate::metrics::labels::{StatusClass, UpstreamError};
-use crate::net::Conn;
-use crate::proxy::hop::drop_header;
+use crate::net::{Conn, Gather};
+use crate::proxy::hop::Nominated;
 use crate::proxy::inject;
 use crate::server::conn::BodyClock;
 use crate::server::cores::Core;
@@ -95,15 +95,17 @@ pub async fn forward(
         return reply(client, r.closing(), head).await;
     }
     let cfg = &core.shared.cfg;
-    let mut req = Vec::with_capacity(1024);
-    build_request_head(&mut req, core, head, peer, max_forwards);
+    // The request head, then the response head, are built in a buffer this
+    // core reused from an earlier request.
+    let mut req = core.pool.gather();
+    build_request_head(&mut req.head, core, head, peer, max_forwards);
     // DESYNC_MODE=defensive (strictest never gets here): an ambiguous
     // request tells the origin to close, and its connection is not reused.
     let ambiguous = ambiguity(head).is_some();
     if ambiguous && !head.is_upgrade() {
         // Before the blank line that ends the head.
-        req.truncate(req.len() - 2);
-        req.extend_from_slice(b"Connection: close\r\n\r\n");
+        req.head.truncate(req.head.len() - 2);
+        req.head.extend_from_slice(b"Connection: close\r\n\r\n");
     }
     let framing = head.framing();
     let retryable = head.method().is_idempotent() && matches!(framing, Framing::None);
@@ -127,12 +129,12 @@ pub async fn forward(
                 }
             },
         };
-        let (res, back) = origin.write_all(req).await;
+        let (res, back) = origin.write_gather(req).await;
         req = back;
         if res.is_err() {
             // The origin has no complete head and nothing of the body was
             // read from the client yet: any method may go again, once.
-            if reused && attempt == 1 && !req.is_empty() {
+            if reused && attempt == 1 && !req.head.is_empty() {
                 continue;
             }
             core.metrics.upstream_error(UpstreamError::Io);
@@ -157,19 +159,30 @@ pub async fn forward(
             Framing::None | Framing::UntilClose => Ok(()),
             Framing::Length(n) => {
                 let clock = BodyClock::start(cfg, client);
+                let mut g = Gather::default();
                 copy_length(
                     client,
                     &mut origin,
                     n,
                     cfg.idle_timeout,
-                    false,
                     Some(&clock),
+                    &mut g,
+                    0,
                 )
                 .await
             }
             Framing::Chunked => {
                 let clock = BodyClock::start(cfg, client);
-                copy_chunked(client, &mut origin, cfg.idle_timeout, true, Some(&clock)).await
+                let mut g = Gather::default();
+                copy_chunked(
+                    client,
+                    &mut origin,
+                    cfg.idle_timeout,
+                    true,
+                    Some(&clock),
+                    &mut g,
+                )
+                .await
             }
         };
         match sent {
@@ -233,6 +246,7 @@ pub async fn forward(
                 outcome: Outcome::Close,
             };
         }
+        origin.consume(resp.head_len());
         resp = match read_response_head(&mut origin, head.method(), cfg.upstream_timeout).await {
             Ok(r) => r,
             Err(e) => return upstream_failed(core, client, head, e).await,
@@ -245,6 +259,9 @@ pub async fn forward(
         core.metrics.upstream_error(UpstreamError::BadResponse);
         return reply(client, fail(502), head).await;
     }
+    // The head's bytes are still at the front of the origin's buffer (the
+    // plain copy sends the body from behind them, without moving it).
+    let head_len = resp.head_len();
     let status = resp.status();
     core.metrics.upstream_duration.observe(started.elapsed());
     core.metrics.upstream_requests[StatusClass::of(status).index()].inc();
@@ -254,6 +271,7 @@ pub async fn forward(
             core.metrics.upstream_error(UpstreamError::BadResponse);
             return reply(client, fail(502), head).await;
         }
+        origin.consume(head_len);
         if !relay_head(client, &resp).await {
             return Forwarded {
                 status,
@@ -300,6 +318,7 @@ pub async fn forward(
                 peer,
                 keep_client: head.keep_alive() && !core.draining(),
             };
+            origin.consume(head_len);
             let done = inject::serve(job, client, &mut origin, enc).await;
             if done.nothing_sent {
                 core.metrics.upstream_error(UpstreamError::Closed);
@@ -307,15 +326,23 @@ pub async fn forward(
             }
             (done.result, done.keep_client)
         }
-        None => match plain_copy(core, client, &mut origin, head, &resp, &edits).await {
-            Some(x) => x,
-            None => {
-                return Forwarded {
-                    status,
-                    outcome: Outcome::Close,
-                }
-            }
-        },
+        None => {
+            let mut g = req;
+            g.head.clear();
+            let done = plain_copy(
+                core,
+                client,
+                &mut origin,
+                head,
+                &resp,
+                &edits,
+                head_len,
+                &mut g,
+            )
+            .await;
+            core.pool.recycle(g);
+            done
+        }
     };
     let origin_ok = match copied {
         Ok(()) => true,
@@ -352,7 +379,11 @@ pub async fn forward(
 }
 
 /// Sends the response head and copies the body unchanged (re-framed for
-/// the client). `None` when the head could not be written.
+/// the client); the head goes out with the first piece of the body when
+/// that piece is already here. The origin's buffer starts with the
+/// response head (`head_len` bytes). Returns the copy's result and whether
+/// the client connection stays open. `g` is empty; its buffers are reused.
+#[allow(clippy::too_many_arguments)]
 async fn plain_copy(
     core: &Core,
     client: &mut Conn,
@@ -360,7 +391,9 @@ async fn plain_copy(
     head: &RequestHead,
     resp: &ResponseHead,
     edits: &Edits<'_>,
-) -> Option<(Result<(), Side>, bool)> {
+    head_len: usize,
+    g: &mut Gather,
+) -> (Result<(), Side>, bool) {
     let cfg = &core.shared.cfg;
     // Framing toward the client. HTTP/1.0 clients cannot take chunked.
     let client_11 = head.version_minor() == 1;
@@ -372,31 +405,45 @@ async fn plain_copy(
         Framing::Chunked | Framing::UntilClose => (OutFraming::Close, true),
     };
     let keep_client = head.keep_alive() && !close_delimited && !core.draining();
-    let mut out = Vec::with_capacity(1024);
     let keep_alive_10 = keep_client && head.version_minor() == 0;
     write_response_head(
-        &mut out,
+        &mut g.head,
         resp,
         Some(out_framing),
         !keep_client,
         keep_alive_10,
         edits,
     );
-    if client.send(&mut out).await.is_err() {
-        return None;
-    }
     let reframe = out_framing == OutFraming::Chunked;
+    let timeout = cfg.upstream_timeout;
     let copied = match origin_framing {
-        Framing::None => Ok(()),
-        Framing::Length(n) => {
-            copy_length(origin, client, n, cfg.upstream_timeout, reframe, None).await
+        Framing::None => {
+            origin.consume(head_len);
+            flush(client, g).await
         }
-        Framing::Chunked => copy_chunked(origin, client, cfg.upstream_timeout, reframe, None).await,
+        Framing::Length(n) => copy_length(origin, client, n, timeout, None, g, head_len).await,
+        Framing::Chunked => {
+            origin.consume(head_len);
+            copy_chunked(origin, client, timeout, reframe, None, g).await
+        }
         Framing::UntilClose => {
-            copy_until_close(origin, client, cfg.upstream_timeout, reframe).await
+            origin.consume(head_len);
+            copy_until_close(origin, client, timeout, reframe, g).await
         }
     };
-    Some((copied, keep_client))
+    (copied, keep_client)
+}
+
+/// Sends what `g.head` holds (bytes that must reach the peer before the
+/// copy waits for more input), if anything.
+async fn flush(dst: &mut Conn, g: &mut Gather) -> Result<(), Side> {
+    if g.head.is_empty() {
+        return Ok(());
+    }
+    let (r, mut back) = dst.write_gather(std::mem::take(g)).await;
+    back.head.clear();
+    *g = back;
+    r.map_err(|_| Side::Sink)
 }
 
 /// Sends an origin head with no body of its own (an interim 1xx or a 101)
@@ -510,6 +557,7 @@ fn build_request_head(
         out.extend_from_slice(ae.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let nominated = Nominated::of(head.connection_tokens());
     for (name, value) in head.headers() {
         if accept_encoding.is_some() && name.eq_ignore_ascii_case(b"accept-encoding") {
             continue;
@@ -518,7 +566,7 @@ fn build_request_head(
             || name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"expect")
             || (max_forwards.is_some() && name.eq_ignore_ascii_case(b"max-forwards"))
-            || drop_header(name, head.connection_tokens())
+            || nominated.drops(name)
         {
             continue;
         }
@@ -563,7 +611,7 @@ fn build_request_head(
         out.extend_from_slice(&xff);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(peer.to_string().as_bytes());
+    push_ip(out, peer);
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
     out.extend_from_slice(proto.unwrap_or(b"http"));
     if let Some(h) = fwd_host.or(head.host()) {
@@ -600,6 +648,13 @@ fn build_request_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `ip` in its usual text form (without a `String` in between).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{ip}");
 }
 
 /// Headers by which a proxy in front tells the origin about the client.
@@ -689,13 +744,14 @@ pub(crate) fn write_response_head(
     let upgrade = resp.status() == 101;
     let mut vary_ok = false;
     let mut csp_index = 0;
+    let nominated = Nominated::of(resp.connection_tokens());
     for (name, value) in resp.headers() {
         if upgrade
             && (name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"connection"))
         {
             continue;
         }
-        if drop_header(name, resp.connection_tokens()) {
+        if nominated.drops(name) {
             continue;
         }
         if name.eq_ignore_ascii_case(b"content-length")
@@ -778,19 +834,19 @@ async fn read_response_head(
     timeout: Duration,
 ) -> Result<ResponseHead, ReadErr> {
     let deadline = Instant::now() + timeout;
+    let mut left = timeout;
     loop {
         if !origin.buf.is_empty() {
             match parse_response(&origin.buf, method) {
-                Ok(Some(r)) => {
-                    origin.consume(r.head_len());
-                    return Ok(r);
-                }
+                // The head's bytes stay in the buffer (see `forward`).
+                Ok(Some(r)) => return Ok(r),
                 Ok(None) => {}
                 Err(_) => return Err(ReadErr::Invalid),
             }
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, origin.read_more()).await {
+        let res = monoio::time::timeout(left, origin.read_more()).await;
+        left = deadline.saturating_duration_since(Instant::now());
+        match res {
             Err(_) => return Err(ReadErr::Timeout),
             Ok(Ok(0)) if origin.buf.is_empty() => return Err(ReadErr::ClosedEarly),
             Ok(Ok(0)) => return Err(ReadErr::Invalid),
@@ -826,112 +882,145 @@ pub(crate) async fn fill(src: &mut Conn, timeout: Duration) -> Result<(), Side> 
     }
 }
 
-/// Writes `data` to `dst`, as one chunk when `chunked`.
+/// Writes `data` to `dst`, as one chunk when `chunked` (header, data and
+/// CRLF in one write).
 pub(crate) async fn emit(
     dst: &mut Conn,
     data: Vec<u8>,
     chunked: bool,
     scratch: &mut Vec<u8>,
 ) -> Result<Vec<u8>, Side> {
-    if chunked {
-        if data.is_empty() {
-            return Ok(data);
-        }
-        scratch.clear();
-        write_chunk_header(scratch, data.len());
-        let (r, back) = dst.write_all(std::mem::take(scratch)).await;
-        *scratch = back;
-        r.map_err(|_| Side::Sink)?;
+    if chunked && data.is_empty() {
+        return Ok(data);
     }
-    let (r, mut back) = dst.write_all(data).await;
+    let mut g = Gather::default();
+    g.head = std::mem::take(scratch);
+    g.head.clear();
+    g.to = data.len();
+    g.body = data;
+    if chunked {
+        write_chunk_header(&mut g.head, g.to);
+        g.tail = CHUNK_END;
+    }
+    let (r, mut back) = dst.write_gather(g).await;
     r.map_err(|_| Side::Sink)?;
-    if chunked {
-        let (r, _) = dst.write_all(CHUNK_END.to_vec()).await;
-        r.map_err(|_| Side::Sink)?;
-    }
-    back.clear();
-    Ok(back)
+    let mut data = back.take_body();
+    *scratch = std::mem::take(&mut back.head);
+    data.clear();
+    Ok(data)
 }
 
-/// Copies exactly `n` body bytes from `src` (its buffer first) to `dst`.
+/// Copies exactly `n` body bytes from `src` (its buffer first, from `skip`:
+/// the bytes before are already handled) to `dst`, each piece written from
+/// the buffer it was read into. Whatever `g.head` holds goes out first,
+/// with the first piece when that is already buffered.
 /// `clock`: a client's request body, held to the minimum body rate.
 async fn copy_length(
     src: &mut Conn,
     dst: &mut Conn,
     mut n: u64,
     timeout: Duration,
-    chunked_out: bool,
     clock: Option<&BodyClock>,
+    g: &mut Gather,
+    mut skip: usize,
 ) -> Result<(), Side> {
-    let mut spare: Vec<u8> = Vec::new();
-    let mut scratch = Vec::with_capacity(16);
     while n > 0 {
-        if src.buf.is_empty() {
+        if src.buf.len() <= skip {
+            src.buf.clear();
+            skip = 0;
+            flush(dst, g).await?;
             fill(src, clock.map_or(timeout, |c| c.read_timeout(src, timeout))).await?;
         }
-        let data = if (src.buf.len() as u64) <= n {
-            // Hand the whole buffer to the write: no copy.
-            std::mem::replace(&mut src.buf, std::mem::take(&mut spare))
-        } else {
-            let take = n as usize;
-            let mut d = std::mem::take(&mut spare);
-            d.extend_from_slice(&src.buf[..take]);
-            src.consume(take);
-            d
-        };
-        n -= data.len() as u64;
-        spare = emit(dst, data, chunked_out, &mut scratch).await?;
+        let take = ((src.buf.len() - skip) as u64).min(n) as usize;
+        n -= take as u64;
+        g.body = std::mem::take(&mut src.buf);
+        g.from = skip;
+        g.to = skip + take;
+        let (r, mut back) = dst.write_gather(std::mem::take(g)).await;
+        // Whatever the write's result, these bytes are used up (never read
+        // again as the start of the next message).
+        src.buf = back.take_body();
+        *g = back;
+        src.consume(skip + take);
+        skip = 0;
+        r.map_err(|_| Side::Sink)?;
     }
-    if chunked_out {
-        end_chunked(dst).await?;
-    }
-    Ok(())
+    src.consume(skip);
+    flush(dst, g).await
 }
 
 /// Decodes a chunked body from `src` and writes it to `dst`, re-chunked when
-/// `chunked_out` (trailers are dropped), raw otherwise.
+/// `chunked_out` (trailers are dropped), raw otherwise. Whatever `g.head`
+/// holds goes out first, with the first data.
 async fn copy_chunked(
     src: &mut Conn,
     dst: &mut Conn,
     timeout: Duration,
     chunked_out: bool,
     clock: Option<&BodyClock>,
+    g: &mut Gather,
 ) -> Result<(), Side> {
     let mut dec = ChunkedDecoder::new();
     let mut data = Vec::with_capacity(crate::net::READ_CHUNK);
-    let mut scratch = Vec::with_capacity(16);
     loop {
         if !src.buf.is_empty() {
             let used = dec.decode(&src.buf, &mut data).map_err(|_| Side::Framing)?;
             src.consume(used);
+            let done = dec.is_done();
             if !data.is_empty() {
-                data = emit(dst, data, chunked_out, &mut scratch).await?;
-            }
-            if dec.is_done() {
                 if chunked_out {
-                    end_chunked(dst).await?;
+                    write_chunk_header(&mut g.head, data.len());
+                    g.tail = if done { DATA_THEN_LAST } else { CHUNK_END };
                 }
-                return Ok(());
+                g.to = data.len();
+                g.body = data;
+                let (r, mut back) = dst.write_gather(std::mem::take(g)).await;
+                data = back.take_body();
+                data.clear();
+                *g = back;
+                r.map_err(|_| Side::Sink)?;
+                if done {
+                    return Ok(());
+                }
+            } else if done {
+                if chunked_out {
+                    g.head.extend_from_slice(LAST_CHUNK);
+                }
+                return flush(dst, g).await;
             }
         }
+        flush(dst, g).await?;
         fill(src, clock.map_or(timeout, |c| c.read_timeout(src, timeout))).await?;
     }
 }
 
-/// Copies a close-delimited body until the origin closes.
+/// The end of a chunk's data followed by the last chunk.
+const DATA_THEN_LAST: &[u8] = b"\r\n0\r\n\r\n";
+
+/// Copies a close-delimited body until the origin closes. Whatever
+/// `g.head` holds goes out first, with the first data.
 async fn copy_until_close(
     src: &mut Conn,
     dst: &mut Conn,
     timeout: Duration,
     chunked_out: bool,
+    g: &mut Gather,
 ) -> Result<(), Side> {
-    let mut spare = Vec::new();
-    let mut scratch = Vec::with_capacity(16);
     loop {
         if !src.buf.is_empty() {
-            let data = std::mem::replace(&mut src.buf, std::mem::take(&mut spare));
-            spare = emit(dst, data, chunked_out, &mut scratch).await?;
+            if chunked_out {
+                write_chunk_header(&mut g.head, src.buf.len());
+                g.tail = CHUNK_END;
+            }
+            g.to = src.buf.len();
+            g.body = std::mem::take(&mut src.buf);
+            let (r, mut back) = dst.write_gather(std::mem::take(g)).await;
+            src.buf = back.take_body();
+            src.buf.clear();
+            *g = back;
+            r.map_err(|_| Side::Sink)?;
         }
+        flush(dst, g).await?;
         match monoio::time::timeout(timeout, src.read_more()).await {
             Ok(Ok(0)) => break,
             Ok(Ok(_)) => {}

@@ -33,9 +33,31 @@ pub fn is_protected(name: &[u8]) -> bool {
 
 /// Whether `name` must be dropped when forwarding: hop-by-hop, or named by
 /// the message's `Connection` header (unless protected).
-pub fn drop_header<'a>(name: &[u8], mut connection_tokens: impl Iterator<Item = &'a [u8]>) -> bool {
-    is_hop_by_hop(name)
-        || (!is_protected(name) && connection_tokens.any(|t| t.eq_ignore_ascii_case(name)))
+pub fn drop_header<'a>(name: &[u8], connection_tokens: impl Iterator<Item = &'a [u8]>) -> bool {
+    Nominated::of(connection_tokens).drops(name)
+}
+
+/// The field names a message's `Connection` header nominates for removal
+/// (hop-by-hop and protected names left out), gathered once per message:
+/// each field is then checked against this short list (usually empty, no
+/// allocation) instead of a scan of the whole head.
+pub struct Nominated<'a> {
+    names: Vec<&'a [u8]>,
+}
+
+impl<'a> Nominated<'a> {
+    pub fn of(connection_tokens: impl Iterator<Item = &'a [u8]>) -> Nominated<'a> {
+        Nominated {
+            names: connection_tokens
+                .filter(|t| !is_hop_by_hop(t) && !is_protected(t))
+                .collect(),
+        }
+    }
+
+    /// Whether `name` must be dropped when forwarding (see [`drop_header`]).
+    pub fn drops(&self, name: &[u8]) -> bool {
+        is_hop_by_hop(name) || self.names.iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
 }
 
 #[cfg(test)]
@@ -51,5 +73,11 @@ mod tests {
         assert!(drop_header(b"X-Secret", tokens.iter().copied()));
         assert!(!drop_header(b"x-forwarded-for", tokens.iter().copied()));
         assert!(!drop_header(b"accept", tokens.iter().copied()));
+        let n = Nominated::of(tokens.iter().copied());
+        assert!(n.drops(b"x-SECRET"));
+        assert!(n.drops(b"te"));
+        assert!(!n.drops(b"X-Forwarded-For"));
+        assert!(!n.drops(b"accept"));
+        assert!(Nominated::of(std::iter::empty()).names.is_empty());
     }
 }

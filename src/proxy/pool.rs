@@ -5,14 +5,17 @@
 //! the origin has neither closed the connection nor sent stray bytes.
 //! A connection goes back only after a complete response with no bytes
 //! after it and no `Connection: close` from the origin (the caller checks).
+//! The pool also keeps the core's spare write buffers ([`Gather`]s), so a
+//! forwarded request's heads are built in memory reused from earlier ones.
 
 use crate::config::Config;
 use crate::metrics::core::CoreMetrics;
 use crate::metrics::labels::UpstreamError;
-use crate::net::Conn;
+use crate::net::{Conn, Gather};
 use crate::proxy::upstream::Upstream;
 use monoio::net::TcpStream;
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +27,8 @@ struct Idle {
 
 /// Per-core upstream pool (no locks: only its core touches it).
 pub struct Pool {
-    idle: RefCell<Vec<Idle>>,
+    /// Oldest first (returned at the back, taken from the back).
+    idle: RefCell<VecDeque<Idle>>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -33,12 +37,19 @@ pub struct Pool {
     /// The address list this core last read, with its generation.
     addrs: RefCell<(u64, Arc<Vec<SocketAddr>>)>,
     next: Cell<usize>,
+    spare: RefCell<Vec<Gather>>,
 }
+
+/// Most spare write buffers a core keeps.
+const MAX_SPARE: usize = 64;
+/// A head buffer that grew past this is not kept (a huge head once should
+/// not pin its memory).
+const MAX_SPARE_HEAD: usize = 16 * 1024;
 
 impl Pool {
     pub fn new(cfg: &Config, metrics: Arc<CoreMetrics>) -> Pool {
         Pool {
-            idle: RefCell::new(Vec::new()),
+            idle: RefCell::new(VecDeque::new()),
             max_idle: cfg.upstream_pool_size,
             idle_timeout: cfg.upstream_idle_timeout,
             connect_timeout: cfg.upstream_connect_timeout,
@@ -46,6 +57,7 @@ impl Pool {
             metrics,
             addrs: RefCell::new((0, Arc::new(Vec::new()))),
             next: Cell::new(0),
+            spare: RefCell::new(Vec::new()),
         }
     }
 
@@ -55,9 +67,14 @@ impl Pool {
     pub fn take(&self) -> Option<Conn> {
         let mut idle = self.idle.borrow_mut();
         let now = Instant::now();
-        idle.retain(|i| now.duration_since(i.since) < self.idle_timeout);
+        while idle
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout)
+        {
+            idle.pop_front();
+        }
         let mut got = None;
-        while let Some(i) = idle.pop() {
+        while let Some(i) = idle.pop_back() {
             if !i.conn.has_unsolicited_input() {
                 got = Some(i.conn);
                 break;
@@ -76,13 +93,34 @@ impl Pool {
         conn.bytes_out = 0;
         let mut idle = self.idle.borrow_mut();
         if idle.len() >= self.max_idle {
-            idle.remove(0);
+            idle.pop_front();
         }
-        idle.push(Idle {
+        idle.push_back(Idle {
             conn,
             since: Instant::now(),
         });
         self.metrics.upstream_pool_idle.set(idle.len() as i64);
+    }
+
+    /// An empty write buffer, reused when one is spare.
+    pub fn gather(&self) -> Gather {
+        match self.spare.borrow_mut().pop() {
+            Some(g) => g,
+            None => {
+                let mut g = Gather::default();
+                g.head.reserve(1024);
+                g
+            }
+        }
+    }
+
+    /// Keeps `g` for a later request (emptied; its body, if any, dropped).
+    pub fn recycle(&self, mut g: Gather) {
+        drop(g.take_body());
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < MAX_SPARE && g.head.capacity() <= MAX_SPARE_HEAD {
+            spare.push(g);
+        }
     }
 
     pub fn clear(&self) {
@@ -109,7 +147,9 @@ impl Pool {
             match monoio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    return Ok(Conn::new(stream, self.upstream_timeout));
+                    let mut conn = Conn::new(stream, self.upstream_timeout);
+                    conn.read_chunk = crate::net::ORIGIN_READ_CHUNK;
+                    return Ok(conn);
                 }
                 Ok(Err(_)) => last = UpstreamError::Connect,
                 Err(_) => last = UpstreamError::Timeout,
