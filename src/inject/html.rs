@@ -367,23 +367,23 @@ impl Scanner {
         let base = self.pos;
         let mut i = 0;
         while i < chunk.len() {
-            // Fast paths: states that skip runs of bytes that change nothing.
-            let wanted: Option<fn(u8) -> bool> = match self.state {
-                State::Data | State::RawText => Some(|c| c == b'<'),
-                State::Comment => Some(|c| c == b'-'),
-                State::BogusComment => Some(|c| c == b'>'),
+            // Fast paths: states that skip runs of bytes that change
+            // nothing, with memchr (SIMD: most of a page is such runs).
+            let rest = chunk.get(i..).unwrap_or(&[]);
+            let skip = match self.state {
+                State::Data | State::RawText => Some(memchr::memchr(b'<', rest)),
+                State::Comment => Some(memchr::memchr(b'-', rest)),
+                State::BogusComment => Some(memchr::memchr(b'>', rest)),
                 State::ScriptEscaped | State::ScriptDoubleEscaped => {
-                    Some(|c| c == b'-' || c == b'<')
+                    Some(memchr::memchr2(b'-', b'<', rest))
                 }
-                State::Plaintext => Some(|_| false),
+                State::Plaintext => Some(None),
                 _ => None,
             };
-            if let Some(pred) = wanted {
-                let rest = chunk.get(i..).unwrap_or(&[]);
-                match rest.iter().position(|&c| pred(c)) {
-                    Some(k) => i += k,
-                    None => break,
-                }
+            match skip {
+                Some(Some(k)) => i += k,
+                Some(None) => break,
+                None => {}
             }
             let Some(&b) = chunk.get(i) else { break };
             if self.step(b, base + i as u64) {
