@@ -452,6 +452,16 @@ impl LogSink {
         Ok(())
     }
 
+    /// Before the runner persists a checkpoint past the lines written:
+    /// fsyncs them unless `LOG_FSYNC=never` (under `always` they already
+    /// are), so a power cut cannot lose lines the checkpoint has passed.
+    pub fn make_durable(&mut self) -> Result<(), LogError> {
+        match self.cfg.fsync {
+            Fsync::Interval => self.sync(),
+            Fsync::Always | Fsync::Never => Ok(()),
+        }
+    }
+
     /// Interval fsync, called by the runner at least every 50 ms.
     pub fn tick(&mut self) {
         if self.cfg.fsync == Fsync::Interval
