@@ -256,6 +256,64 @@ for scen in collect stealth mix; do
     python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("| %s | %s | %s | %s | %s |" % (j["scenario"], j["rps"], j["p50_us"], j["p99_us"], j["errors"]))' "$(tail -1 "$RAW" | cut -f2)" | tee -a "$OUT/compare.md"
 done
 
+# CPU time per request at a fixed rate (open loop), each server measured in
+# turn: the server's own CPU time (all its threads: utime + stime from
+# /proc) divided by the requests it answered. Unlike peak req/s this does not
+# depend on what else runs on the generator's CPU, so it is the steadier
+# figure on a shared machine.
+CPU_RATE=${CPU_RATE:-30000}
+cpu_ticks() { # PID -> utime+stime of the whole process, in clock ticks
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+{
+echo
+echo "## CPU time per request at $CPU_RATE req/s, open loop (µs; server process, all threads)"
+echo
+echo "| scenario | round | trackgate | nginx | ratio trackgate/nginx |"
+echo "|---|---|---|---|---|"
+} | tee -a "$OUT/compare.md"
+TICK=$(getconf CLK_TCK)
+TG_PID=$(pgrep -f "^$TG\$" -n || true)
+NGX_PID=$(cat "$WORK/nginx/nginx.pid")
+NGX_WORKER=$(pgrep -P "$NGX_PID" -n)
+for scen in pixel proxy; do
+    ratios=()
+    for r in $(seq 1 "$ROUNDS"); do
+        declare -A us=()
+        for peer in trackgate nginx; do
+            port=$TG_PORT; pid=$TG_PID
+            [ "$peer" = nginx ] && { port=$NGX_PORT; pid=$NGX_WORKER; }
+            t0=$(cpu_ticks "$pid")
+            run "$peer cpu" "$port" "$scen" --rate "$CPU_RATE" --warmup 0 >/dev/null
+            t1=$(cpu_ticks "$pid")
+            reqs=$(tail -1 "$RAW" | cut -f2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
+            us[$peer]=$(python3 -c "print(f'{($t1-$t0)/$TICK*1e6/$reqs:.2f}')")
+        done
+        ratio=$(python3 -c "print(f'{${us[trackgate]}/${us[nginx]}:.3f}')")
+        ratios+=("$ratio")
+        echo "| $scen | $r | ${us[trackgate]} | ${us[nginx]} | $ratio |" | tee -a "$OUT/compare.md"
+    done
+    med=$(printf '%s\n' "${ratios[@]}" | python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.stdin):.3f}")')
+    echo "| **$scen** | **median** | | | **$med** |" | tee -a "$OUT/compare.md"
+done
+
+# The generator's own floor: monoio's timer has a resolution of one
+# millisecond, so in open loop a request can go out up to about a
+# millisecond after its slot, and that counts as latency. At a rate far
+# below either server's peak, what is measured is mostly that floor.
+{
+echo
+echo "## The open-loop floor: pixel at 1,000 req/s (µs)"
+echo
+echo "| server | p50 | p90 | p99 | max |"
+echo "|---|---|---|---|---|"
+} | tee -a "$OUT/compare.md"
+for peer in trackgate nginx; do
+    port=$TG_PORT; [ "$peer" = nginx ] && port=$NGX_PORT
+    run "$peer floor" "$port" pixel --rate 1000 >/dev/null
+    python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("| %s | %s | %s | %s | %s |" % (sys.argv[2], j["p50_us"], j["p90_us"], j["p99_us"], j["max_us"]))' "$(tail -1 "$RAW" | cut -f2)" "$peer" | tee -a "$OUT/compare.md"
+done
+
 # Events dropped by trackgate during the runs (journal or queue full): must be 0.
 dropped=$(curl -s "http://127.0.0.1:$((TG_PORT + 2))/metrics" | awk '/^[a-z_]*events_dropped_total/ {s += $2} END {print s + 0}')
 
@@ -293,8 +351,6 @@ after = tree_rss(pid)
 print(f"{before} {after}")
 PY
 }
-TG_PID=$(pgrep -f "^$TG\$" -n || true)
-NGX_PID=$(cat "$WORK/nginx/nginx.pid")
 ulimit -n 30000 2>/dev/null || true
 read -r tg_before tg_after < <(mem_idle "$TG_PORT" "$TG_PID")
 read -r ngx_before ngx_after < <(mem_idle "$NGX_PORT" "$NGX_PID")
