@@ -6,6 +6,9 @@
 #
 # Env: ROUNDS (5), DURATION (5s), WARMUP (1s), CONNS (64), SERVER_CPU (0),
 # LOAD_CPU (1), LOAD_DRIVER (epoll). Prints each round and the median ratio after/before.
+# With CPU_RATE=R: instead of peak req/s, each run is open loop at R req/s and
+# the figure is the server's CPU time (utime + stime, all threads) per request
+# in µs; lower is better, and the ratio B/A below 1 means B is cheaper.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 A=$(realpath "$1"); B=$(realpath "$2"); SCEN=${3:-pixel}
@@ -27,8 +30,8 @@ start() { # BIN PORT DIR
         DATA_DIR="$3/data" LOG_LEVEL=warn JOURNAL_MAX_MB=16384 "$1" 2>"$3/stderr") &
     PIDS+=($!)
 }
-start "$A" 18582 "$WORK/a"
-start "$B" 18583 "$WORK/b"
+start "$A" 18582 "$WORK/a"; A_PID=$!
+start "$B" 18583 "$WORK/b"; B_PID=$!
 for p in 18581 18582 18583; do
     until (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do sleep 0.05; done
 done
@@ -37,11 +40,25 @@ one() {
         --duration "$DURATION" --warmup "$WARMUP" --connections "$CONNS" --driver "$LOAD_DRIVER" --json \
         | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["rps"])'
 }
+TICK=$(getconf CLK_TCK)
+cpu() { # PORT PID: CPU µs per request at $CPU_RATE req/s
+    local t0 t1 reqs
+    t0=$(awk '{print $14 + $15}' "/proc/$2/stat")
+    reqs=$(taskset -c "$LOAD_CPU" "$LT" --url "http://127.0.0.1:$1" --scenario "$SCEN" --hmac-secret "$SECRET" \
+        --duration "$DURATION" --warmup 0 --rate "$CPU_RATE" --connections "$CONNS" --driver "$LOAD_DRIVER" --json \
+        | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
+    t1=$(awk '{print $14 + $15}' "/proc/$2/stat")
+    python3 -c "print(f'{($t1-$t0)/$TICK*1e6/$reqs:.2f}')"
+}
+measure() { # PORT PID
+    if [ -n "${CPU_RATE:-}" ]; then cpu "$1" "$2"; else one "$1"; fi
+}
+unit="req/s"; [ -n "${CPU_RATE:-}" ] && unit="CPU µs/request at $CPU_RATE req/s"
 echo "A=$A"; echo "B=$B"; echo "scenario $SCEN, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "| round | A req/s | B req/s | B/A |"; echo "|---|---|---|---|"
+echo "| round | A $unit | B $unit | B/A |"; echo "|---|---|---|---|"
 ratios=()
 for r in $(seq 1 "$ROUNDS"); do
-    if (( r % 2 )); then a=$(one 18582); b=$(one 18583); else b=$(one 18583); a=$(one 18582); fi
+    if (( r % 2 )); then a=$(measure 18582 "$A_PID"); b=$(measure 18583 "$B_PID"); else b=$(measure 18583 "$B_PID"); a=$(measure 18582 "$A_PID"); fi
     ratio=$(python3 -c "print(f'{$b/$a:.3f}')"); ratios+=("$ratio")
     echo "| $r | $a | $b | $ratio |"
 done
