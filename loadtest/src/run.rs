@@ -166,6 +166,78 @@ async fn sleep_until(t: Instant) {
     }
 }
 
+/// A connection's wait for its open-loop slots, to the microsecond.
+///
+/// monoio's timer has a resolution of one millisecond and rounds up: a
+/// request slept to its slot goes out up to a millisecond or two late, and
+/// as latency is measured from the slot (against coordinated omission),
+/// that lateness would be charged to the server: at 1,000 req/s every
+/// server measured p50 ≈ 0.95 ms, p99 ≈ 1.6 ms. A timerfd (nanosecond
+/// resolution) waited on through the runtime instead wakes the task on
+/// time. Falls back to the runtime's timer if the timerfd cannot be made.
+struct Pacer {
+    timer: Option<(monoio::net::UnixStream, std::os::fd::RawFd)>,
+}
+
+impl Pacer {
+    fn new() -> Pacer {
+        use std::os::fd::FromRawFd;
+        // SAFETY: creates a descriptor this function owns from here on.
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Pacer { timer: None };
+        }
+        // The runtime registers any pollable descriptor this way; the
+        // stream is only ever waited on for readability, never read or
+        // written as a socket. SAFETY: `fd` is ours and open.
+        let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+        Pacer {
+            timer: monoio::net::UnixStream::from_std(std).ok().map(|s| (s, fd)),
+        }
+    }
+
+    async fn until(&self, t: Instant) {
+        let now = Instant::now();
+        if t <= now {
+            return;
+        }
+        let Some((stream, fd)) = &self.timer else {
+            return sleep_until(t).await;
+        };
+        let d = t - now;
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: d.as_secs() as libc::time_t,
+                tv_nsec: d.subsec_nanos() as libc::c_long,
+            },
+        };
+        // SAFETY: arms our own timerfd with a valid itimerspec.
+        if unsafe { libc::timerfd_settime(*fd, 0, &spec, std::ptr::null_mut()) } < 0 {
+            return sleep_until(t).await;
+        }
+        loop {
+            let mut expirations = [0u8; 8];
+            // SAFETY: reads 8 bytes into a local buffer from our timerfd.
+            let n = unsafe { libc::read(*fd, expirations.as_mut_ptr().cast(), 8) };
+            if n == 8 || Instant::now() >= t {
+                return;
+            }
+            if stream.readable(false).await.is_err() {
+                return sleep_until(t).await;
+            }
+        }
+    }
+}
+
 /// One keep-alive connection: reconnects after an error or a close.
 async fn connection(plan: Arc<Plan>, idx: usize, out: Rc<RefCell<Outcome>>) {
     let args = &plan.args;
@@ -174,6 +246,7 @@ async fn connection(plan: Arc<Plan>, idx: usize, out: Rc<RefCell<Outcome>>) {
     let mut k: u64 = 0;
     let mut sent: u64 = 0;
     sleep_until(plan.start).await;
+    let pacer = Pacer::new();
     'reconnect: while Instant::now() < plan.end {
         let stream = match TcpStream::connect(args.url.addr).await {
             Ok(s) => s,
@@ -200,7 +273,7 @@ async fn connection(plan: Arc<Plan>, idx: usize, out: Rc<RefCell<Outcome>>) {
                     if t >= plan.end {
                         return;
                     }
-                    sleep_until(t).await;
+                    pacer.until(t).await;
                     t
                 }
                 None => Instant::now(),
