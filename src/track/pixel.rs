@@ -48,56 +48,146 @@ pub const GIF: [u8; 43] = [
 /// The value of one hex digit.
 #[inline]
 pub(crate) fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+    match HEX[b as usize] {
+        NOT_HEX => None,
+        v => Some(v),
     }
 }
+
+const NOT_HEX: u8 = 0xff;
+
+/// Hex digit values by byte, [`NOT_HEX`] for every other byte: one load
+/// instead of three range tests per digit.
+static HEX: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 /// Decodes one query component: `+` → space, `%XX` → byte, a `%` not
 /// followed by two hex digits kept as is. Borrows when nothing changes.
 pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
-    let Some(first) = memchr::memchr2(b'%', b'+', s) else {
-        return Cow::Borrowed(s);
-    };
+    match memchr::memchr2(b'%', b'+', s) {
+        None => Cow::Borrowed(s),
+        Some(first) => Cow::Owned(decode_from(s, first)),
+    }
+}
+
+/// [`percent_decode`] of `s` whose first `%` or `+` is at `first`.
+fn decode_from(s: &[u8], first: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     out.extend_from_slice(&s[..first]);
     let mut i = first;
-    while i < s.len() {
-        let b = s[i];
+    while let Some(&b) = s.get(i) {
+        let mut byte = b;
+        let mut step = 1;
         if b == b'+' {
-            out.push(b' ');
-            i += 1;
+            byte = b' ';
         } else if b == b'%' {
-            let hi = s.get(i + 1).copied().and_then(hex_val);
-            let lo = s.get(i + 2).copied().and_then(hex_val);
-            if let (Some(hi), Some(lo)) = (hi, lo) {
-                out.push(hi << 4 | lo);
-                i += 3;
-            } else {
-                out.push(b'%');
-                i += 1;
+            if let (Some(&h), Some(&l)) = (s.get(i + 1), s.get(i + 2)) {
+                let (h, l) = (HEX[h as usize], HEX[l as usize]);
+                if h | l < 16 {
+                    byte = h << 4 | l;
+                    step = 3;
+                }
             }
-        } else {
-            out.push(b);
-            i += 1;
         }
+        out.push(byte);
+        i += step;
     }
-    Cow::Owned(out)
+    out
 }
+
+/// What a byte means to the query splitter.
+const PLAIN: u8 = 0;
+const AMP: u8 = 1;
+const EQ: u8 = 2;
+const ESCAPE: u8 = 3;
+
+static QUERY_CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    t[b'&' as usize] = AMP;
+    t[b'=' as usize] = EQ;
+    t[b'%' as usize] = ESCAPE;
+    t[b'+' as usize] = ESCAPE;
+    t
+};
 
 /// The decoded `(name, value)` pairs of a query string (without the `?`).
 /// Empty segments (`a=1&&b=2`) are skipped; a segment without `=` has an
 /// empty value.
-pub fn query_pairs(q: &[u8]) -> impl Iterator<Item = (Cow<'_, [u8]>, Cow<'_, [u8]>)> {
-    q.split(|&b| b == b'&')
-        .filter(|seg| !seg.is_empty())
-        .map(|seg| match seg.iter().position(|&b| b == b'=') {
-            Some(eq) => (percent_decode(&seg[..eq]), percent_decode(&seg[eq + 1..])),
-            None => (percent_decode(seg), Cow::Borrowed(&seg[seg.len()..])),
-        })
+///
+/// One pass over the query finds the separators and which components need
+/// decoding, so a component without `%` or `+` is borrowed without being
+/// scanned again (the pixel's query is parsed on every hit).
+pub fn query_pairs(q: &[u8]) -> QueryPairs<'_> {
+    QueryPairs { q, pos: 0 }
+}
+
+/// The iterator of [`query_pairs`].
+pub struct QueryPairs<'a> {
+    q: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for QueryPairs<'a> {
+    type Item = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let seg = self.q.get(self.pos..).filter(|r| !r.is_empty())?;
+            // Offsets within `seg`: the end of the segment, its first `=`,
+            // the first `%` or `+` of the name and of the value.
+            let mut end = seg.len();
+            let mut eq = None;
+            let mut key_escape = None;
+            let mut value_escape = None;
+            for (i, &b) in seg.iter().enumerate() {
+                match QUERY_CLASS[b as usize] {
+                    PLAIN => {}
+                    AMP => {
+                        end = i;
+                        break;
+                    }
+                    EQ => {
+                        eq.get_or_insert(i);
+                    }
+                    _ => match eq {
+                        None => {
+                            key_escape.get_or_insert(i);
+                        }
+                        Some(e) => {
+                            value_escape.get_or_insert(i - e - 1);
+                        }
+                    },
+                }
+            }
+            self.pos += end + 1;
+            if end == 0 {
+                continue;
+            }
+            let seg = &seg[..end];
+            let (key, value) = match eq {
+                Some(e) => (&seg[..e], &seg[e + 1..]),
+                None => (seg, &seg[end..]),
+            };
+            let decode = |s: &'a [u8], first: Option<usize>| match first {
+                None => Cow::Borrowed(s),
+                Some(f) => Cow::Owned(decode_from(s, f)),
+            };
+            return Some((decode(key, key_escape), decode(value, value_escape)));
+        }
+    }
 }
 
 /// [`query_pairs`] collected, allocated once (one slot per `&`-separated
@@ -310,6 +400,69 @@ mod tests {
         assert_eq!(query_param(b"%65=enc", b"e").unwrap().as_ref(), b"enc");
         assert!(query_param(b"x=1", b"e").is_none());
         assert_eq!(query_pairs(b"").count(), 0);
+        assert_eq!(hex_val(b'f'), Some(15));
+        assert_eq!(hex_val(b'G'), None);
+    }
+
+    /// The definition the one-pass splitter must agree with: split on `&`,
+    /// drop empty segments, split each at its first `=`, decode both parts
+    /// byte by byte.
+    fn reference_pairs(q: &[u8]) -> Vec<(Vec<u8>, Vec<u8>, bool, bool)> {
+        fn decode(s: &[u8]) -> Vec<u8> {
+            let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < s.len() {
+                match s[i] {
+                    b'+' => {
+                        out.push(b' ');
+                        i += 1;
+                    }
+                    b'%' => match (hex(s.get(i + 1)), hex(s.get(i + 2))) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 3;
+                        }
+                        _ => {
+                            out.push(b'%');
+                            i += 1;
+                        }
+                    },
+                    b => {
+                        out.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            out
+        }
+        let plain = |s: &[u8]| !s.iter().any(|&b| b == b'%' || b == b'+');
+        q.split(|&b| b == b'&')
+            .filter(|seg| !seg.is_empty())
+            .map(|seg| {
+                let (k, v) = match seg.iter().position(|&b| b == b'=') {
+                    Some(e) => (&seg[..e], &seg[e + 1..]),
+                    None => (seg, &seg[seg.len()..]),
+                };
+                (decode(k), decode(v), plain(k), plain(v))
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn query_pairs_match_the_definition(
+            q in proptest::collection::vec(
+                proptest::sample::select(b"ab=&%+2Fz0\xff".to_vec()), 0..60)
+        ) {
+            let got: Vec<_> = query_pairs(&q)
+                .map(|(k, v)| {
+                    let (kb, vb) = (matches!(k, Cow::Borrowed(_)), matches!(v, Cow::Borrowed(_)));
+                    (k.into_owned(), v.into_owned(), kb, vb)
+                })
+                .collect();
+            proptest::prop_assert_eq!(got, reference_pairs(&q));
+        }
     }
 
     #[test]
