@@ -8,12 +8,22 @@
 //! parts, sent with one `writev`) and return it for reuse; every write has
 //! a deadline, so a peer that stops reading cannot hold a connection (and
 //! the other side of the proxy) forever.
+//!
+//! Every deadline of a connection (idle, head, body, write) runs on the
+//! connection's one [`Timer`], re-armed per operation. A fresh
+//! `monoio::time::timeout` per read and write would build, register and
+//! unregister a timer entry each time, and its 128-byte-aligned entry inside
+//! every I/O future makes each boxed request future an aligned allocation.
 
 use monoio::buf::{IoBufMut, IoVecBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
+use monoio::time::Sleep;
+use std::future::Future;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 
 /// How much spare room a read asks for at least.
@@ -35,6 +45,52 @@ pub struct Conn {
     pub write_timeout: Duration,
     /// The spare room a read asks for ([`READ_CHUNK`] unless set).
     pub read_chunk: usize,
+    /// The deadline of whatever the connection waits for.
+    pub timer: Timer,
+}
+
+/// A deadline passed before the operation completed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Elapsed;
+
+/// One reusable timer: a monoio `Sleep` allocated on first use and re-armed
+/// for each operation. Moving a deadline later only updates the registered
+/// entry (monoio's timer wheel, like tokio's, re-files it when it comes
+/// due); an earlier one re-registers it.
+#[derive(Default)]
+pub struct Timer(Option<Pin<Box<Sleep>>>);
+
+impl Timer {
+    /// Runs `fut` for at most `limit`. Like `monoio::time::timeout`, the
+    /// operation is polled before the deadline, and dropped (its I/O
+    /// cancelled) when the deadline passes first.
+    pub async fn within<F: Future>(
+        &mut self,
+        limit: Duration,
+        fut: F,
+    ) -> Result<F::Output, Elapsed> {
+        let now = monoio::time::Instant::now();
+        // A limit too far to represent (Duration::MAX: no deadline) is
+        // capped at a year.
+        let deadline = now
+            .checked_add(limit)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
+        let sleep = match &mut self.0 {
+            Some(sleep) => {
+                sleep.as_mut().reset(deadline);
+                sleep
+            }
+            None => self.0.insert(Box::pin(monoio::time::sleep_until(deadline))),
+        };
+        let mut fut = pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            sleep.as_mut().poll(cx).map(|()| Err(Elapsed))
+        })
+        .await
+    }
 }
 
 impl Conn {
@@ -46,6 +102,7 @@ impl Conn {
             bytes_out: 0,
             write_timeout,
             read_chunk: READ_CHUNK,
+            timer: Timer::default(),
         }
     }
 
@@ -88,6 +145,20 @@ impl Conn {
         Ok(n)
     }
 
+    /// [`Conn::read_more`] for at most `limit`.
+    pub async fn read_more_within(
+        &mut self,
+        limit: Duration,
+    ) -> Result<io::Result<usize>, Elapsed> {
+        // The timer is taken out for the read, which borrows the whole
+        // connection; if this future is dropped midway the next deadline
+        // starts a new timer.
+        let mut timer = std::mem::take(&mut self.timer);
+        let res = timer.within(limit, self.read_more()).await;
+        self.timer = timer;
+        res
+    }
+
     /// Drops the first `n` buffered bytes (a message that was handled).
     pub fn consume(&mut self, n: usize) {
         let n = n.min(self.buf.len());
@@ -103,7 +174,11 @@ impl Conn {
     /// `write_timeout` (the buffer is then lost: the caller closes).
     pub async fn write_all(&mut self, data: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let len = data.len() as u64;
-        match monoio::time::timeout(self.write_timeout, self.stream.write_all(data)).await {
+        match self
+            .timer
+            .within(self.write_timeout, self.stream.write_all(data))
+            .await
+        {
             Ok((res, data)) => {
                 if res.is_ok() {
                     self.bytes_out += len;
@@ -125,7 +200,11 @@ impl Conn {
     /// timeout `g` comes back empty).
     pub async fn write_gather(&mut self, g: Gather) -> (io::Result<()>, Gather) {
         let len = g.len() as u64;
-        match monoio::time::timeout(self.write_timeout, writev_all(&mut self.stream, g)).await {
+        match self
+            .timer
+            .within(self.write_timeout, writev_all(&mut self.stream, g))
+            .await
+        {
             Ok((res, g)) => {
                 if res.is_ok() {
                     self.bytes_out += len;
@@ -246,6 +325,90 @@ unsafe impl IoVecBuf for Gather {
 
     fn read_iovec_len(&self) -> usize {
         self.iov.len()
+    }
+}
+
+/// A fixed-size text buffer for formatting an address (and a prefix) without
+/// allocating. 64 bytes hold any `IpAddr` display plus `/128`.
+pub(crate) struct IpText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl IpText {
+    pub(crate) fn new() -> IpText {
+        IpText {
+            buf: [0; 64],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+
+    /// The text as `&str` (only ever written from `&str`s).
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+
+    /// The display form of `ip` (dotted quad for IPv4 without going through
+    /// `fmt`, which the pixel path would pay on every hit; IPv6 via `fmt`).
+    pub(crate) fn of(ip: std::net::IpAddr) -> IpText {
+        let mut t = IpText::new();
+        match ip {
+            std::net::IpAddr::V4(v4) => {
+                for (i, o) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.push(b'.');
+                    }
+                    if o >= 100 {
+                        t.push(b'0' + o / 100);
+                    }
+                    if o >= 10 {
+                        t.push(b'0' + o / 10 % 10);
+                    }
+                    t.push(b'0' + o % 10);
+                }
+            }
+            // 64 bytes hold any IPv6 display: writing cannot fail.
+            std::net::IpAddr::V6(v6) => {
+                let _ = std::fmt::Write::write_fmt(&mut t, format_args!("{v6}"));
+            }
+        }
+        t
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(slot) = self.buf.get_mut(self.len) {
+            *slot = b;
+            self.len += 1;
+        }
+    }
+}
+
+impl Clone for IpText {
+    fn clone(&self) -> IpText {
+        IpText {
+            buf: self.buf,
+            len: self.len,
+        }
+    }
+}
+
+impl std::fmt::Debug for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(std::fmt::Error)?;
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
     }
 }
 

@@ -650,11 +650,9 @@ fn build_request_head(
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends `ip` in its usual text form (without a `String` in between).
+/// Appends `ip` in its usual text form (without `fmt` for IPv4).
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{ip}");
+    out.extend_from_slice(crate::net::IpText::of(ip).as_bytes());
 }
 
 /// Headers by which a proxy in front tells the origin about the client.
@@ -844,7 +842,7 @@ async fn read_response_head(
                 Err(_) => return Err(ReadErr::Invalid),
             }
         }
-        let res = monoio::time::timeout(left, origin.read_more()).await;
+        let res = origin.read_more_within(left).await;
         left = deadline.saturating_duration_since(Instant::now());
         match res {
             Err(_) => return Err(ReadErr::Timeout),
@@ -876,7 +874,7 @@ pub(crate) enum Side {
 }
 
 pub(crate) async fn fill(src: &mut Conn, timeout: Duration) -> Result<(), Side> {
-    match monoio::time::timeout(timeout, src.read_more()).await {
+    match src.read_more_within(timeout).await {
         Ok(Ok(n)) if n > 0 => Ok(()),
         _ => Err(Side::Source),
     }
@@ -1021,7 +1019,7 @@ async fn copy_until_close(
             r.map_err(|_| Side::Sink)?;
         }
         flush(dst, g).await?;
-        match monoio::time::timeout(timeout, src.read_more()).await {
+        match src.read_more_within(timeout).await {
             Ok(Ok(0)) => break,
             Ok(Ok(_)) => {}
             _ => return Err(Side::Source),

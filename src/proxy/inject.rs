@@ -164,7 +164,7 @@ impl BodyReader {
                         src.buf.clear();
                         return Ok(true);
                     }
-                    match monoio::time::timeout(timeout, src.read_more()).await {
+                    match src.read_more_within(timeout).await {
                         Ok(Ok(0)) => {
                             *self = BodyReader::Done;
                             return Ok(false);

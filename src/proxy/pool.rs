@@ -144,7 +144,11 @@ impl Pool {
         for i in 0..addrs.len() {
             let addr = addrs[(start + i) % addrs.len()];
             self.metrics.upstream_connects.inc();
-            match monoio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            // Boxed: monoio's timer entry is 128-byte aligned, and inline it
+            // would make every proxied request's (boxed) future an aligned
+            // allocation; a connect is rare, a request is not.
+            let connect = monoio::time::timeout(self.connect_timeout, TcpStream::connect(addr));
+            match Box::pin(connect).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     let mut conn = Conn::new(stream, self.upstream_timeout);

@@ -147,7 +147,7 @@ async fn read_head(core: &Core, conn: &mut Conn, first: bool) -> Result<RequestH
                     return Err(HeadFailure::Gone);
                 }
                 let handle = core.idle_cancel.borrow().handle();
-                match monoio::time::timeout(cfg.idle_timeout, read_cancelable(conn, handle)).await {
+                match read_cancelable_within(conn, handle, cfg.idle_timeout).await {
                     Ok(Ok(n)) => n,
                     _ => return Err(HeadFailure::Gone),
                 }
@@ -172,9 +172,9 @@ async fn read_head(core: &Core, conn: &mut Conn, first: bool) -> Result<RequestH
                         return Err(HeadFailure::Gone);
                     }
                     let handle = core.idle_cancel.borrow().handle();
-                    monoio::time::timeout(left, read_cancelable(conn, handle)).await
+                    read_cancelable_within(conn, handle, left).await
                 } else {
-                    monoio::time::timeout(left, conn.read_more()).await
+                    conn.read_more_within(left).await
                 };
                 match res {
                     Ok(Ok(n)) => n,
@@ -204,7 +204,7 @@ async fn linger_close(conn: &mut Conn) {
     while discarded < 1024 * 1024 {
         conn.buf.clear();
         let left = deadline.saturating_duration_since(Instant::now());
-        match monoio::time::timeout(left, conn.read_more()).await {
+        match conn.read_more_within(left).await {
             Ok(Ok(n)) if n > 0 => discarded += n,
             _ => break,
         }
@@ -216,6 +216,18 @@ async fn linger_close(conn: &mut Conn) {
 /// keep-alive connections its size is most of their memory. Most request
 /// heads fit (a longer one is read on in `READ_CHUNK`s).
 const IDLE_READ: usize = 2048;
+
+/// [`read_cancelable`] for at most `limit`, on the connection's timer.
+async fn read_cancelable_within(
+    conn: &mut Conn,
+    handle: monoio::io::CancelHandle,
+    limit: Duration,
+) -> Result<std::io::Result<usize>, crate::net::Elapsed> {
+    let mut timer = std::mem::take(&mut conn.timer);
+    let res = timer.within(limit, read_cancelable(conn, handle)).await;
+    conn.timer = timer;
+    res
+}
 
 /// A read that the core can cancel when draining starts.
 async fn read_cancelable(
@@ -356,7 +368,7 @@ async fn send_continue(conn: &mut Conn) -> Result<(), BodyError> {
 }
 
 async fn read_some(conn: &mut Conn, timeout: Duration) -> Result<(), BodyError> {
-    match monoio::time::timeout(timeout, conn.read_more()).await {
+    match conn.read_more_within(timeout).await {
         Ok(Ok(n)) if n > 0 => Ok(()),
         _ => Err(BodyError::Gone),
     }

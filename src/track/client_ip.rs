@@ -14,6 +14,8 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
+pub(crate) use crate::net::IpText;
+
 /// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) becomes the IPv4 address;
 /// anything else is returned unchanged.
 #[inline]
@@ -308,90 +310,6 @@ fn parse_entry(entry: &[u8]) -> Option<IpAddr> {
     }
     let inner = s.strip_prefix('[')?.strip_suffix(']')?;
     inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
-}
-
-/// A fixed-size text buffer for formatting an address (and a prefix) without
-/// allocating. 64 bytes hold any `IpAddr` display plus `/128`.
-pub(crate) struct IpText {
-    buf: [u8; 64],
-    len: usize,
-}
-
-impl IpText {
-    pub(crate) fn new() -> IpText {
-        IpText {
-            buf: [0; 64],
-            len: 0,
-        }
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
-    }
-
-    /// The text as `&str` (only ever written from `&str`s).
-    pub(crate) fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).unwrap_or("")
-    }
-
-    /// The display form of `ip` (dotted quad for IPv4 without going through
-    /// `fmt`, which the pixel path would pay on every hit; IPv6 via `fmt`).
-    pub(crate) fn of(ip: IpAddr) -> IpText {
-        let mut t = IpText::new();
-        match ip {
-            IpAddr::V4(v4) => {
-                for (i, o) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        t.push(b'.');
-                    }
-                    if o >= 100 {
-                        t.push(b'0' + o / 100);
-                    }
-                    if o >= 10 {
-                        t.push(b'0' + o / 10 % 10);
-                    }
-                    t.push(b'0' + o % 10);
-                }
-            }
-            // 64 bytes hold any IPv6 display: writing cannot fail.
-            IpAddr::V6(v6) => {
-                let _ = fmt::Write::write_fmt(&mut t, format_args!("{v6}"));
-            }
-        }
-        t
-    }
-
-    fn push(&mut self, b: u8) {
-        if let Some(slot) = self.buf.get_mut(self.len) {
-            *slot = b;
-            self.len += 1;
-        }
-    }
-}
-
-impl Clone for IpText {
-    fn clone(&self) -> IpText {
-        IpText {
-            buf: self.buf,
-            len: self.len,
-        }
-    }
-}
-
-impl fmt::Debug for IpText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Write for IpText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
-        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -332,7 +332,10 @@ impl Tracker {
             }
         };
         if let Some(wait) = wait {
-            let outcome = monoio::time::timeout(self.shared.cfg.idle_timeout, wait).await;
+            // Boxed: monoio's timer entry is 128-byte aligned, and inline it
+            // would make every local answer's (boxed) future an aligned
+            // allocation, the pixel's included.
+            let outcome = Box::pin(monoio::time::timeout(self.shared.cfg.idle_timeout, wait)).await;
             let e = match outcome {
                 Ok(Ok(())) => None,
                 Ok(Err(AckError::Full)) => Some(SubmitError::JournalFull),
