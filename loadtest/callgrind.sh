@@ -31,6 +31,15 @@ PORT=18795; ORIGIN=18796
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
+# Stops a server whose profile is dumped: the signal, then SIGKILL after 10 s
+# (under valgrind a thread blocked in io_uring_enter can keep the others,
+# the signal-handling one included, from running).
+stop() { # SIGNAL PID
+    kill "-$1" "$2" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$2" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$2" 2>/dev/null || true
+    wait "$2" 2>/dev/null || true
+}
 wait_port() { until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do sleep 0.2; done; }
 load() { # DURATION -> JSON line
     taskset -c 1 "$LT" --url "http://127.0.0.1:$PORT" --scenario "$SCEN" --hmac-secret "$SECRET" \
@@ -61,7 +70,7 @@ mkdir -p "$OUT/tg"
 TG=$!; PIDS+=($TG)
 wait_port "$PORT"
 measure trackgate "$TG"
-kill -INT "$TG"; wait "$TG" 2>/dev/null || true
+stop INT "$TG"
 
 if [ "${NGINX:-1}" != 0 ]; then
 # nginx, one process (master_process off), the configuration of compare.sh's
@@ -108,7 +117,7 @@ NGX
 NG=$!; PIDS+=($NG)
 wait_port "$PORT"
 measure nginx "$NG"
-kill -QUIT "$NG"; wait "$NG" 2>/dev/null || true
+stop QUIT "$NG"
 fi
 
 # The dump taken after the measured requests is part 1 (cg.out.1, or
