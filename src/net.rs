@@ -428,6 +428,55 @@ mod tests {
         out
     }
 
+    /// Runs `f` on a runtime like a core's (io_uring or epoll, timers on).
+    fn on_timer_runtime<F: Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn one_timer_serves_successive_deadlines() {
+        let hour = Duration::from_secs(3600);
+        let short = Duration::from_millis(20);
+        let guard = Duration::from_secs(10);
+        on_timer_runtime(async {
+            let mut t = Timer::default();
+            assert_eq!(t.within(hour, async { 7 }).await, Ok(7));
+            // A deadline earlier than the one registered fires (an hour-long
+            // entry left as it was would let the guard fire instead).
+            let r = monoio::time::timeout(guard, t.within(short, std::future::pending::<()>()));
+            assert!(matches!(r.await, Ok(Err(Elapsed))));
+            // Armed again after firing.
+            assert_eq!(t.within(hour, async { 8 }).await, Ok(8));
+            // No deadline at all (Duration::MAX) is capped, not a panic.
+            assert_eq!(t.within(Duration::MAX, async { 9 }).await, Ok(9));
+        });
+    }
+
+    #[test]
+    fn a_deadline_passed_while_idle_does_not_cut_the_next_operation() {
+        on_timer_runtime(async {
+            let mut t = Timer::default();
+            // Registered for 10 ms, done at once; the entry comes due while
+            // nothing waits on the timer.
+            assert_eq!(
+                t.within(Duration::from_millis(10), async { 1 }).await,
+                Ok(1)
+            );
+            monoio::time::sleep(Duration::from_millis(60)).await;
+            // The next operation gets its own hour, not the stale 10 ms: the
+            // guard, not the timer, ends this wait.
+            let r = monoio::time::timeout(
+                Duration::from_millis(100),
+                t.within(Duration::from_secs(3600), std::future::pending::<()>()),
+            );
+            assert!(r.await.is_err(), "the stale deadline cut the operation");
+        });
+    }
+
     #[test]
     fn gather_aims_past_what_was_written() {
         let mut g = Gather {
