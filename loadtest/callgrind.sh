@@ -73,45 +73,15 @@ measure trackgate "$TG"
 stop INT "$TG"
 
 if [ "${NGINX:-1}" != 0 ]; then
-# nginx, one process (master_process off), the configuration of compare.sh's
-# pixel and proxy locations.
+# nginx, one process (master_process off), compare.sh's pixel and proxy
+# configuration (nginx-conf.sh).
 mkdir -p "$OUT/nginx/logs"
-cat >"$OUT/nginx.conf" <<NGX
-worker_processes 1;
-master_process off;
-daemon off;
-pid $OUT/nginx/nginx.pid;
-error_log $OUT/nginx/error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path $OUT/nginx/body;
-    proxy_temp_path $OUT/nginx/proxy;
-    fastcgi_temp_path $OUT/nginx/fastcgi;
-    uwsgi_temp_path $OUT/nginx/uwsgi;
-    scgi_temp_path $OUT/nginx/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    proxy_buffers 16 16k;
-    proxy_buffer_size 16k;
-    log_format track escape=json '{"ts":"\$time_iso8601","ip":"\$remote_addr","method":"\$request_method",'
-        '"uri":"\$request_uri","ua":"\$http_user_agent","referer":"\$http_referer",'
-        '"cookie":"\$cookie__tg_sid","status":\$status}';
-    upstream origin { server 127.0.0.1:$ORIGIN; keepalive 128; }
-    server {
-        listen 127.0.0.1:$PORT reuseport backlog=4096;
-        location = /px.gif {
-            empty_gif;
-            access_log $OUT/nginx/px.ndjson track buffer=64k flush=1s;
-        }
-        location /static/ {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-NGX
+# The port must be free before nginx starts, or waiting for it would find
+# the last server still there.
+for _ in $(seq 150); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null || break; sleep 0.2; done
+# shellcheck source=loadtest/nginx-conf.sh
+. "$ROOT/loadtest/nginx-conf.sh"
+nginx_conf "$OUT/nginx" "$PORT" "$ORIGIN" "master_process off;" >"$OUT/nginx.conf"
 (exec taskset -c 0 valgrind --tool=callgrind --callgrind-out-file="$OUT/nginx/cg.out" \
     nginx -p "$OUT/nginx" -c "$OUT/nginx.conf" 2>"$OUT/nginx/stderr") &
 NG=$!; PIDS+=($NG)

@@ -107,54 +107,23 @@ PY
 SNIPPET=$(sed -n 's/^# sub_filter replacement: //p' "$WORK/snippet.conf")
 mkdir -p "$WORK/nginx/logs"
 chmod 755 "$WORK"  # nginx workers (nobody) use the temp paths inside
-cat >"$WORK/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/body;
-    proxy_temp_path $WORK/nginx/proxy;
-    fastcgi_temp_path $WORK/nginx/fastcgi;
-    uwsgi_temp_path $WORK/nginx/uwsgi;
-    scgi_temp_path $WORK/nginx/scgi;
-    keepalive_requests 10000000;
-    proxy_buffers 16 16k;
-    proxy_buffer_size 16k;
-    keepalive_timeout 300s;
-    geo \$dollar { default "\$"; }
-    include $WORK/snippet.conf;
-    log_format track escape=json '{"ts":"\$time_iso8601","ip":"\$remote_addr","method":"\$request_method",'
-        '"uri":"\$request_uri","ua":"\$http_user_agent","referer":"\$http_referer",'
-        '"cookie":"\$cookie__tg_sid","status":\$status}';
-    upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
-    server {
-        listen 127.0.0.1:$NGX_PORT reuseport backlog=4096;
-        location = /px.gif {
-            empty_gif;
-            access_log $WORK/nginx/px.ndjson track buffer=64k flush=1s;
-        }
-        location /static/ {
-            proxy_pass http://origin;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
+# The pixel and proxy locations are nginx-conf.sh's; inject is this script's.
+# shellcheck source=loadtest/nginx-conf.sh
+. "$ROOT/loadtest/nginx-conf.sh"
+nginx_conf "$WORK/nginx" "$NGX_PORT" "$ORIGIN_PORT" "" "
+    geo \$dollar { default \"\$\"; }
+    include $WORK/snippet.conf;" "
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Accept-Encoding "";
+            proxy_set_header Connection \"\";
+            proxy_set_header Accept-Encoding \"\";
             sub_filter '</body>' '$SNIPPET';
             sub_filter_once on;
             gzip on;
             gzip_comp_level 6;
             gzip_proxied any;
-        }
-    }
-}
-NGX
+        }" >"$WORK/nginx.conf"
 taskset -c "$SERVER_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" &
 PIDS+=($!)
 wait_port "$TG_PORT"
