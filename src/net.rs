@@ -14,6 +14,9 @@
 //! `monoio::time::timeout` per read and write would build, register and
 //! unregister a timer entry each time, and its 128-byte-aligned entry inside
 //! every I/O future makes each boxed request future an aligned allocation.
+//!
+//! Also `IpText`, an address's text without allocating, which both the
+//! proxy (`X-Forwarded-For`) and the tracker (events, token buckets) write.
 
 use monoio::buf::{IoBufMut, IoVecBuf};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
