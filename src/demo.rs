@@ -428,7 +428,7 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
         return None;
     }
     size.iter().try_fold(0u64, |acc, &b| {
-        Some(acc * 16 + u64::from(crate::track::pixel::hex_val(b)?))
+        Some(acc * 16 + u64::from(crate::http::hex_digit(b)?))
     })
 }
 

@@ -232,14 +232,14 @@ impl ChunkedDecoder {
         }
 
         self.state = match self.state {
-            State::SizeStart => match hex_value(b) {
+            State::SizeStart => match super::hex_digit(b) {
                 Some(v) => {
                     self.size = u64::from(v);
                     State::Size
                 }
                 None => return Err(ChunkError::BadSize),
             },
-            State::Size => match hex_value(b) {
+            State::Size => match super::hex_digit(b) {
                 Some(v) => {
                     if self.size > u64::MAX >> 4 {
                         return Err(ChunkError::SizeOverflow);
@@ -361,15 +361,6 @@ pub fn write_chunk(out: &mut Vec<u8>, data: &[u8]) {
     write_chunk_header(out, data.len());
     out.extend_from_slice(data);
     out.extend_from_slice(CHUNK_END);
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// `tchar` of RFC 9110 §5.6.2.

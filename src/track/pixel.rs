@@ -23,6 +23,7 @@
 //! `url.Values.Get` in GoTrack) and later ones are ignored. Empty values
 //! of `e`, `sid`, `pv`, `url`, `ref` and `uid` count as absent.
 
+use crate::http::hex_digit;
 use crate::track::event::{
     self, is_click_id, url_query, utm_name, EventFields, ObjectBuilder, Pair, RequestCtx,
 };
@@ -45,35 +46,6 @@ pub const GIF: [u8; 43] = [
     0x3b, // trailer
 ];
 
-/// The value of one hex digit.
-#[inline]
-pub(crate) fn hex_val(b: u8) -> Option<u8> {
-    match HEX[b as usize] {
-        NOT_HEX => None,
-        v => Some(v),
-    }
-}
-
-const NOT_HEX: u8 = 0xff;
-
-/// Hex digit values by byte, [`NOT_HEX`] for every other byte: one load
-/// instead of three range tests per digit.
-static HEX: [u8; 256] = {
-    let mut t = [NOT_HEX; 256];
-    let mut i = 0;
-    while i < 10 {
-        t[b'0' as usize + i] = i as u8;
-        i += 1;
-    }
-    let mut i = 0;
-    while i < 6 {
-        t[b'a' as usize + i] = 10 + i as u8;
-        t[b'A' as usize + i] = 10 + i as u8;
-        i += 1;
-    }
-    t
-};
-
 /// Decodes one query component: `+` → space, `%XX` → byte, a `%` not
 /// followed by two hex digits kept as is. Borrows when nothing changes.
 pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
@@ -94,12 +66,10 @@ fn decode_from(s: &[u8], first: usize) -> Vec<u8> {
         if b == b'+' {
             byte = b' ';
         } else if b == b'%' {
-            if let (Some(&h), Some(&l)) = (s.get(i + 1), s.get(i + 2)) {
-                let (h, l) = (HEX[h as usize], HEX[l as usize]);
-                if h | l < 16 {
-                    byte = h << 4 | l;
-                    step = 3;
-                }
+            let digit = |j: usize| s.get(j).copied().and_then(hex_digit);
+            if let (Some(h), Some(l)) = (digit(i + 1), digit(i + 2)) {
+                byte = h << 4 | l;
+                step = 3;
             }
         }
         out.push(byte);
@@ -400,8 +370,6 @@ mod tests {
         assert_eq!(query_param(b"%65=enc", b"e").unwrap().as_ref(), b"enc");
         assert!(query_param(b"x=1", b"e").is_none());
         assert_eq!(query_pairs(b"").count(), 0);
-        assert_eq!(hex_val(b'f'), Some(15));
-        assert_eq!(hex_val(b'G'), None);
     }
 
     /// The definition the one-pass splitter must agree with: split on `&`,

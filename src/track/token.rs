@@ -378,7 +378,10 @@ fn parse_presented(p: &[u8]) -> Result<Presented, AuthError> {
     let mut mac_bytes = [0u8; 32];
     for (out, pair) in mac_bytes.iter_mut().zip(mac.chunks_exact(2)) {
         match pair {
-            [hi, lo] => *out = (hex_val(*hi)? << 4) | hex_val(*lo)?,
+            [hi, lo] => {
+                let digit = |b: u8| crate::http::hex_digit(b).ok_or(AuthError::Malformed);
+                *out = (digit(*hi)? << 4) | digit(*lo)?
+            }
             _ => return Err(AuthError::Malformed),
         }
     }
@@ -389,15 +392,6 @@ fn parse_presented(p: &[u8]) -> Result<Presented, AuthError> {
         ipb,
         mac: mac_bytes,
     })
-}
-
-fn hex_val(b: u8) -> Result<u8, AuthError> {
-    match b {
-        b'0'..=b'9' => Ok(b - b'0'),
-        b'a'..=b'f' => Ok(b - b'a' + 10),
-        b'A'..=b'F' => Ok(b - b'A' + 10),
-        _ => Err(AuthError::Malformed),
-    }
 }
 
 /// 1..=20 ASCII digits that fit a u64.
